@@ -1,0 +1,341 @@
+//! The image file: a gzip stream (valid from its first byte to its last) whose decompressed
+//! content is laid out as described in [`crate::raw`], starting with a msgpack [`ImageHeader`].
+//!
+//! The gzip stream is a sequence of independent members (RFC 1952 allows concatenation).
+//! Every member carries an extra field `CK` with its own compressed length and its
+//! uncompressed length, so a reader can find member boundaries without inflating (BGZF-style)
+//! and inflate members in parallel. Incompressible chunks are emitted as deflate *stored*
+//! blocks. `gzip -t` and `gzip -dc` accept the file.
+
+use crate::raw;
+use serde::{Deserialize, Serialize};
+use std::io::{self, Read, Write};
+
+/// Uncompressed bytes per gzip member written by [`MemberWriter`].
+pub const MEMBER_CHUNK: usize = 4 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("not a ckpt image (bad magic)")]
+    BadMagic,
+    #[error("image format version {found}, this ckpt reads version {expected}")]
+    Version { found: u32, expected: u32 },
+    #[error("image is truncated ({0})")]
+    Truncated(String),
+    #[error("image is corrupt ({0})")]
+    Corrupt(String),
+    #[error("i/o: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// Per-thread state recorded for information (`ckpt-restart` prints it); the values the restart
+/// path uses live in the restored memory of `libckpt.so` itself.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ThreadInfo {
+    pub tid: i32,
+    pub fs_base: u64,
+    pub is_main: bool,
+    pub is_ckpt_thread: bool,
+}
+
+/// What kind of object an fd refers to.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub enum FdKind {
+    Regular,
+    Directory,
+    CharDevice,
+    Pipe,
+    Socket,
+    Other,
+}
+
+/// One open fd at checkpoint time.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FdInfo {
+    pub fd: i32,
+    pub kind: FdKind,
+    /// What `/proc/self/fd/N` pointed to (" (deleted)" stripped).
+    pub path: String,
+    pub deleted: bool,
+    /// `fcntl(F_GETFL)`.
+    pub flags: i32,
+    /// `FD_CLOEXEC` set.
+    pub cloexec: bool,
+    pub offset: i64,
+    /// Size of the file at checkpoint time (regular files).
+    pub size: u64,
+    /// Found open when the computation started (inherited from outside).
+    pub preexisting: bool,
+}
+
+/// A file the restart maps from disk; its identity is checked before restart.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FileDep {
+    pub path: String,
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub ino: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Rlimit {
+    pub resource: u32,
+    pub soft: u64,
+    pub hard: u64,
+}
+
+/// msgpack header at the start of every image.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ImageHeader {
+    pub format_version: u32,
+    pub arch: String,
+    pub kernel_release: String,
+    pub glibc_version: String,
+    pub computation_id: u64,
+    pub generation: u64,
+    pub vpid: u64,
+    pub num_peers: u32,
+    pub program: String,
+    pub argv: Vec<String>,
+    pub cwd: String,
+    pub hostname: String,
+    /// Real pid at checkpoint time.
+    pub pid: i32,
+    pub created_unix_ns: u64,
+    pub umask: u32,
+    pub rlimits: Vec<Rlimit>,
+    pub threads: Vec<ThreadInfo>,
+    pub fds: Vec<FdInfo>,
+    pub files: Vec<FileDep>,
+    /// (name, bytes) of the kernel's special mappings, in address order.
+    pub special: Vec<(String, u64)>,
+    /// Bytes of memory content stored in the image (before compression).
+    pub memory_bytes: u64,
+    pub nregions: u64,
+}
+
+pub fn current_arch() -> &'static str {
+    std::env::consts::ARCH
+}
+
+/// Writes the preamble and header (uncompressed bytes; the caller compresses).
+pub fn encode_header(h: &ImageHeader) -> Vec<u8> {
+    let body = rmp_serde::to_vec_named(h).expect("header encoding cannot fail");
+    let pre = raw::Preamble {
+        magic: raw::IMAGE_MAGIC,
+        version: raw::FORMAT_VERSION,
+        header_len: body.len() as u32,
+    };
+    // SAFETY: Preamble is repr(C) plain data without padding.
+    let mut out = unsafe { raw::as_bytes(&pre) }.to_vec();
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Reads and checks the preamble and header from a decompressed stream.
+pub fn read_header<R: Read>(r: &mut R) -> Result<ImageHeader, ImageError> {
+    let mut pre = raw::Preamble::default();
+    // SAFETY: any byte pattern is a valid Preamble.
+    read_full(r, unsafe { raw::as_bytes_mut(&mut pre) }, "preamble")?;
+    if pre.magic != raw::IMAGE_MAGIC {
+        return Err(ImageError::BadMagic);
+    }
+    if pre.version != raw::FORMAT_VERSION {
+        return Err(ImageError::Version { found: pre.version, expected: raw::FORMAT_VERSION });
+    }
+    if pre.header_len as usize > (64 << 20) {
+        return Err(ImageError::Corrupt(format!("header length {}", pre.header_len)));
+    }
+    let mut body = vec![0u8; pre.header_len as usize];
+    read_full(r, &mut body, "header")?;
+    rmp_serde::from_slice(&body).map_err(|e| ImageError::Corrupt(format!("header: {e}")))
+}
+
+fn read_full<R: Read>(r: &mut R, buf: &mut [u8], what: &str) -> Result<(), ImageError> {
+    match r.read_exact(buf) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+            Err(ImageError::Truncated(format!("stream ends inside the {what}")))
+        }
+        Err(e) => Err(classify_io(e)),
+    }
+}
+
+/// flate2 reports CRC and deflate errors as `InvalidInput`/`InvalidData`; name them.
+pub fn classify_io(e: io::Error) -> ImageError {
+    match e.kind() {
+        io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput => {
+            ImageError::Corrupt(e.to_string())
+        }
+        io::ErrorKind::UnexpectedEof => ImageError::Truncated(e.to_string()),
+        _ => ImageError::Io(e),
+    }
+}
+
+// ---- gzip members -------------------------------------------------------------------------
+
+/// Subfield id of the member-size extra field.
+pub const EXTRA_ID: [u8; 2] = *b"CK";
+
+/// Compress one chunk into a complete gzip member. `level` 0 = stored.
+/// Incompressible data (a 64 KiB sample does not shrink by 5%) is stored, not deflated.
+pub fn gzip_member(data: &[u8], level: u32) -> Vec<u8> {
+    use flate2::Compression;
+    use flate2::write::DeflateEncoder;
+    let mut level = level;
+    if level > 0 && data.len() > 128 << 10 {
+        let sample = &data[..64 << 10];
+        let mut e = DeflateEncoder::new(Vec::with_capacity(sample.len()), Compression::new(level));
+        e.write_all(sample).expect("in-memory write");
+        if e.finish().expect("in-memory write").len() * 100 > sample.len() * 95 {
+            level = 0;
+        }
+    }
+    let mut deflated = Vec::with_capacity(data.len() / 2 + 1024);
+    {
+        let mut e = DeflateEncoder::new(&mut deflated, Compression::new(level));
+        e.write_all(data).expect("in-memory write");
+        e.finish().expect("in-memory write");
+    }
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(data);
+    let crc = crc.finalize();
+    // header (10) + XLEN (2) + subfield (4 + 8) + deflate + trailer (8)
+    let total = 10 + 2 + 12 + deflated.len() + 8;
+    let mut out = Vec::with_capacity(total);
+    out.extend_from_slice(&[0x1f, 0x8b, 8, 0x04 /* FEXTRA */, 0, 0, 0, 0, 0, 3 /* unix */]);
+    out.extend_from_slice(&12u16.to_le_bytes());
+    out.extend_from_slice(&EXTRA_ID);
+    out.extend_from_slice(&8u16.to_le_bytes());
+    out.extend_from_slice(&(total as u32).to_le_bytes());
+    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    out.extend_from_slice(&deflated);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    out
+}
+
+/// Parses a member header written by [`gzip_member`]; returns (member length, uncompressed
+/// length), or `None` if the header is not ours (then decode sequentially).
+pub fn member_sizes(head: &[u8]) -> Option<(usize, usize)> {
+    if head.len() < 24 || head[0] != 0x1f || head[1] != 0x8b || head[3] & 0x04 == 0 {
+        return None;
+    }
+    if head[12..14] != EXTRA_ID || u16::from_le_bytes([head[14], head[15]]) != 8 {
+        return None;
+    }
+    let total = u32::from_le_bytes(head[16..20].try_into().ok()?) as usize;
+    let ulen = u32::from_le_bytes(head[20..24].try_into().ok()?) as usize;
+    Some((total, ulen))
+}
+
+/// Buffers uncompressed bytes and emits a gzip member every [`MEMBER_CHUNK`] bytes.
+pub struct MemberWriter<W: Write> {
+    inner: W,
+    buf: Vec<u8>,
+    level: u32,
+    /// Compressed bytes written so far.
+    pub written: u64,
+}
+
+impl<W: Write> MemberWriter<W> {
+    pub fn new(inner: W, level: u32) -> Self {
+        MemberWriter { inner, buf: Vec::with_capacity(MEMBER_CHUNK), level, written: 0 }
+    }
+
+    fn flush_member(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let m = gzip_member(&self.buf, self.level);
+        self.inner.write_all(&m)?;
+        self.written += m.len() as u64;
+        self.buf.clear();
+        Ok(())
+    }
+
+    /// Flushes the last member and returns the inner writer.
+    pub fn finish(mut self) -> io::Result<W> {
+        self.flush_member()?;
+        Ok(self.inner)
+    }
+}
+
+impl<W: Write> Write for MemberWriter<W> {
+    fn write(&mut self, mut data: &[u8]) -> io::Result<usize> {
+        let n = data.len();
+        while !data.is_empty() {
+            let room = MEMBER_CHUNK - self.buf.len();
+            let take = room.min(data.len());
+            self.buf.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.buf.len() == MEMBER_CHUNK {
+                self.flush_member()?;
+            }
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn members_decode_with_multigz_and_sizes_parse() {
+        let mut data = vec![0u8; 9 << 20];
+        let mut x = 12345u64;
+        for b in data[..3 << 20].iter_mut() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = x as u8;
+        }
+        let mut w = MemberWriter::new(Vec::new(), 1);
+        w.write_all(&data).unwrap();
+        let out = w.finish().unwrap();
+        let (total, ulen) = member_sizes(&out).unwrap();
+        assert_eq!(ulen, MEMBER_CHUNK);
+        assert!(total < out.len());
+        let mut back = Vec::new();
+        flate2::read::MultiGzDecoder::new(&out[..]).read_to_end(&mut back).unwrap();
+        assert_eq!(back, data);
+    }
+
+    #[test]
+    fn header_roundtrip_and_bad_magic() {
+        let h = ImageHeader {
+            format_version: raw::FORMAT_VERSION,
+            arch: "x86_64".into(),
+            kernel_release: "6".into(),
+            glibc_version: "2.36".into(),
+            computation_id: 7,
+            generation: 1,
+            vpid: 1,
+            num_peers: 1,
+            program: "p".into(),
+            argv: vec![],
+            cwd: "/".into(),
+            hostname: "h".into(),
+            pid: 1,
+            created_unix_ns: 0,
+            umask: 0o22,
+            rlimits: vec![],
+            threads: vec![],
+            fds: vec![],
+            files: vec![],
+            special: vec![],
+            memory_bytes: 0,
+            nregions: 0,
+        };
+        let b = encode_header(&h);
+        assert_eq!(read_header(&mut &b[..]).unwrap(), h);
+        let mut bad = b.clone();
+        bad[0] ^= 1;
+        assert!(matches!(read_header(&mut &bad[..]), Err(ImageError::BadMagic)));
+        assert!(matches!(read_header(&mut &b[..20]), Err(ImageError::Truncated(_))));
+    }
+}

@@ -1,0 +1,193 @@
+//! Coordinator wire protocol: length-prefixed, versioned msgpack frames.
+//!
+//! A frame is a 4-byte big-endian length followed by that many bytes of msgpack encoding a
+//! [`Frame`] (`version` + [`Msg`]). Frames larger than [`MAX_FRAME`] are refused. A peer that
+//! sends a frame that does not decode gets [`Msg::Error`] and is disconnected.
+//! See `docs/protocol.md` for the conversation sequences.
+
+use serde::{Deserialize, Serialize};
+use std::io::{Read, Write};
+
+/// Protocol version; a frame with another version is answered with an error.
+pub const PROTOCOL_VERSION: u16 = 1;
+/// Largest frame accepted (bytes of msgpack).
+pub const MAX_FRAME: usize = 16 << 20;
+/// Default coordinator port.
+pub const DEFAULT_PORT: u16 = 7779;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error("connection closed")]
+    Closed,
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("frame of {0} bytes exceeds the {MAX_FRAME}-byte limit")]
+    TooLarge(usize),
+    #[error("undecodable frame: {0}")]
+    Decode(String),
+    #[error("protocol version {0} (this side speaks {PROTOCOL_VERSION})")]
+    Version(u16),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Frame {
+    pub version: u16,
+    pub msg: Msg,
+}
+
+/// One process of the computation as the coordinator sees it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WorkerInfo {
+    pub vpid: u64,
+    pub pid: i32,
+    pub host: String,
+    pub program: String,
+    /// "running", "checkpointing", "restarting", ...
+    pub state: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub enum Msg {
+    // ---- handshake --------------------------------------------------------------------
+    /// First frame of a process of the computation. A fresh process sends `comp_id: None,
+    /// vpid: None`; a restarted one sends the values from its image and `restarting: true`.
+    HelloWorker {
+        comp_id: Option<u64>,
+        vpid: Option<u64>,
+        restarting: bool,
+        generation: u64,
+        pid: i32,
+        host: String,
+        program: String,
+    },
+    /// First frame of `ckpt-command` / `ckpt-restart`.
+    HelloCommand,
+    /// Coordinator's answer to `HelloWorker`.
+    Welcome { comp_id: u64, vpid: u64, generation: u64 },
+
+    // ---- checkpoint (coordinator <-> worker) --------------------------------------------
+    /// Start checkpoint `generation`. `ckpt_dir` overrides the worker's own directory.
+    DoCheckpoint { generation: u64, ckpt_dir: Option<String> },
+    /// Worker arrived at a named barrier.
+    Barrier { name: String },
+    /// All live workers arrived at `name`.
+    BarrierReleased { name: String },
+    /// Worker finished writing its image to a temporary file (`error` = why it could not).
+    ImageWritten {
+        generation: u64,
+        path: Option<String>,
+        bytes: u64,
+        error: Option<String>,
+        warnings: Vec<String>,
+    },
+    /// Every worker's image is written (`commit: true`: rename into place) or one failed
+    /// (`commit: false`: discard the temporary file, the previous generation stays).
+    Commit { generation: u64, commit: bool, reason: Option<String> },
+    /// Worker renamed (or discarded) its image and resumed its threads.
+    Resumed { generation: u64 },
+
+    // ---- commands (ckpt-command / ckpt-restart -> coordinator) --------------------------
+    CmdCheckpoint,
+    CmdStatus,
+    CmdList,
+    CmdKill,
+    CmdQuit,
+    /// `ckpt-restart` announces a restart: the coordinator adopts `comp_id` if it is idle.
+    CmdRestart { comp_id: u64, num_peers: u32, generation: u64 },
+
+    // ---- replies ------------------------------------------------------------------------
+    Ok,
+    Error { message: String },
+    CheckpointDone {
+        generation: u64,
+        images: Vec<String>,
+        script: Option<String>,
+        warnings: Vec<String>,
+    },
+    Status {
+        comp_id: Option<u64>,
+        generation: u64,
+        state: String,
+        workers: Vec<WorkerInfo>,
+    },
+    /// Coordinator -> worker: terminate (ckpt-command --kill).
+    Kill,
+}
+
+/// Encode `msg` as a complete frame (length prefix included).
+pub fn encode(msg: &Msg) -> Vec<u8> {
+    let frame = Frame { version: PROTOCOL_VERSION, msg: msg.clone() };
+    let body = rmp_serde::to_vec_named(&frame).expect("msgpack encoding of a Frame cannot fail");
+    let mut out = Vec::with_capacity(body.len() + 4);
+    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Decode a frame body (without the length prefix).
+pub fn decode(body: &[u8]) -> Result<Msg, WireError> {
+    let frame: Frame = rmp_serde::from_slice(body).map_err(|e| WireError::Decode(e.to_string()))?;
+    if frame.version != PROTOCOL_VERSION {
+        return Err(WireError::Version(frame.version));
+    }
+    Ok(frame.msg)
+}
+
+/// Blocking send on any writer.
+pub fn send<W: Write>(w: &mut W, msg: &Msg) -> Result<(), WireError> {
+    w.write_all(&encode(msg))?;
+    w.flush()?;
+    Ok(())
+}
+
+/// Blocking receive on any reader.
+pub fn recv<R: Read>(r: &mut R) -> Result<Msg, WireError> {
+    let mut len = [0u8; 4];
+    match r.read_exact(&mut len) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(WireError::Closed),
+        Err(e) => return Err(e.into()),
+    }
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_FRAME {
+        return Err(WireError::TooLarge(len));
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body)?;
+    decode(&body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roundtrip() {
+        let m = Msg::ImageWritten {
+            generation: 3,
+            path: Some("/tmp/x.img".into()),
+            bytes: 42,
+            error: None,
+            warnings: vec!["w".into()],
+        };
+        let f = encode(&m);
+        let mut r = &f[..];
+        assert_eq!(recv(&mut r).unwrap(), m);
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        let mut bytes = 5u32.to_be_bytes().to_vec();
+        bytes.extend_from_slice(&[0xc1, 0xff, 0x00, 0x13, 0x37]);
+        assert!(matches!(recv(&mut &bytes[..]), Err(WireError::Decode(_))));
+        let huge = (MAX_FRAME as u32 + 1).to_be_bytes();
+        assert!(matches!(recv(&mut &huge[..]), Err(WireError::TooLarge(_))));
+        assert!(matches!(recv(&mut &[][..]), Err(WireError::Closed)));
+    }
+
+    #[test]
+    fn wrong_version_is_refused() {
+        let body = rmp_serde::to_vec_named(&Frame { version: 99, msg: Msg::Ok }).unwrap();
+        assert!(matches!(decode(&body), Err(WireError::Version(99))));
+    }
+}
