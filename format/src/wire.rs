@@ -55,6 +55,8 @@ pub enum Msg {
         comp_id: Option<u64>,
         vpid: Option<u64>,
         restarting: bool,
+        /// Processes in the computation at checkpoint time (restarting workers; 0 otherwise).
+        num_peers: u32,
         generation: u64,
         pid: i32,
         host: String,
@@ -92,6 +94,8 @@ pub enum Msg {
     CmdList,
     CmdKill,
     CmdQuit,
+    /// Checkpoint every `seconds` (0 = stop periodic checkpoints).
+    CmdInterval { seconds: u64 },
     /// `ckpt-restart` announces a restart: the coordinator adopts `comp_id` if it is idle.
     CmdRestart { comp_id: u64, num_peers: u32, generation: u64 },
 
