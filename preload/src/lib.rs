@@ -1,1 +1,96 @@
+//! libckpt.so — loaded into every process of a computation with LD_PRELOAD by `ckpt-launch`.
+//!
+//! The constructor ([`init`]) reserves the private allocator, probes glibc, installs the
+//! checkpoint signal handler, lets the plugins look at the process, joins the coordinator and
+//! starts the checkpoint thread. Everything after that happens on the checkpoint thread
+//! (`ckpt.rs`), in the signal handler (`threads.rs`) or, in a restarted process, in the restart
+//! entry (`restart.rs`).
+//!
+//! Modules: `sys` raw syscalls and all arch-specific code · `alloc` the private allocator ·
+//! `glibc` probing of glibc internals · `threads` suspension · `memory` maps/pagemap and page
+//! runs · `writer` the image file · `ckpt` the checkpoint thread · `restart` the in-process
+//! restart. Kernel objects other than memory and threads live in the `ckpt-plugins` crate.
+//!
+//! Without `CKPT_COORD_PORT` in the environment (the library was preloaded by something other
+//! than ckpt-launch) the constructor does nothing.
 
+mod alloc;
+mod ckpt;
+mod glibc;
+mod memory;
+mod restart;
+mod sys;
+mod threads;
+mod writer;
+
+use std::path::PathBuf;
+
+#[global_allocator]
+static GLOBAL: alloc::CkptAlloc = alloc::CkptAlloc;
+
+#[used]
+#[unsafe(link_section = ".init_array")]
+static INIT: extern "C" fn() = init;
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+fn program_and_argv() -> (String, Vec<String>) {
+    let raw = std::fs::read("/proc/self/cmdline").unwrap_or_default();
+    let argv: Vec<String> = raw
+        .split(|&b| b == 0)
+        .filter(|s| !s.is_empty())
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect();
+    let prog = argv
+        .first()
+        .map(|a| a.rsplit('/').next().unwrap_or(a).to_string())
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| "program".to_string());
+    (prog, argv)
+}
+
+/// The constructor. Failures are reported on stderr and leave the program running unmanaged.
+extern "C" fn init() {
+    alloc::init();
+    let Some(port) = env("CKPT_COORD_PORT") else { return };
+    let host = env("CKPT_COORD_HOST").unwrap_or_else(|| "127.0.0.1".into());
+    let Some(port) = port.parse::<u16>().ok() else {
+        ckpt::log(&format!("CKPT_COORD_PORT={port:?} is not a port number; not checkpointing"));
+        return;
+    };
+    let Some(addr) = ckpt::parse_addr(&host, port) else {
+        ckpt::log(&format!("CKPT_COORD_HOST={host:?} is not an IP address; not checkpointing"));
+        return;
+    };
+    glibc::probe();
+    let sig = env("CKPT_SIGNAL").and_then(|s| s.parse::<i32>().ok()).unwrap_or(libc::SIGRTMAX() - 2);
+    if let Err(e) = threads::install(sig) {
+        ckpt::log(&format!("cannot install the checkpoint signal handler: {e}; not checkpointing"));
+        return;
+    }
+    let mut plugins = ckpt_plugins::all();
+    for p in plugins.iter_mut() {
+        p.init();
+    }
+    let dir = env("CKPT_DIR")
+        .map(PathBuf::from)
+        .or_else(|| std::env::current_dir().ok())
+        .unwrap_or_else(|| PathBuf::from("."));
+    let level = if env("CKPT_GZIP").as_deref() == Some("0") { 0 } else { 1 };
+    let (program, argv) = program_and_argv();
+    let mut worker = ckpt::Worker::new(addr, dir, level, program, argv, plugins);
+    if let Err(e) = worker.join(false) {
+        ckpt::log(&format!("{e}; this process runs without checkpoints"));
+        return;
+    }
+    let spawned = std::thread::Builder::new().name("ckpt".into()).stack_size(1 << 20).spawn(move || {
+        restart::record_ckpt_thread();
+        ckpt::block_signals_in_ckpt_thread();
+        worker.run();
+    });
+    if let Err(e) = spawned {
+        ckpt::log(&format!("cannot start the checkpoint thread: {e}"));
+    }
+}

@@ -1,0 +1,123 @@
+//! The plugin API: what the core (libckpt.so) offers plugins and the hooks it calls on them.
+//!
+//! The core knows memory, threads and the coordinator; every other kind of kernel object is a
+//! [`Plugin`]. Hooks run on the checkpoint thread. `checkpoint` and `restart` run while every
+//! user thread is frozen: a plugin must not call glibc's malloc, stdio or dlsym there (Rust
+//! allocation is fine: the preload's allocator is private), and must not block without a
+//! timeout.
+//!
+//! Also here: the process-wide counters that wrappers consult (checkpoint generation, time spent
+//! down across restarts) and the wrapper guard that keeps checkpoints out of wrapper bookkeeping.
+
+use ckpt_format::image::{FdInfo, ImageHeader};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+/// Incremented every time user threads are released after a checkpoint (resume) or a restart.
+/// A wrapper that sees `EINTR` and a changed generation knows the checkpoint caused it.
+pub static GENERATION: AtomicU64 = AtomicU64::new(0);
+
+/// Nanoseconds to add to a CLOCK_MONOTONIC deadline taken before the last restart(s): the time
+/// the computation was down (checkpoint → restart) does not count against a sleep.
+pub static MONO_SKEW_NS: AtomicI64 = AtomicI64::new(0);
+/// Same for CLOCK_REALTIME deadlines.
+pub static REAL_SKEW_NS: AtomicI64 = AtomicI64::new(0);
+
+pub fn generation() -> u64 {
+    GENERATION.load(Ordering::Acquire)
+}
+
+thread_local! {
+    /// Depth of wrapper bookkeeping on this thread, and whether a checkpoint signal arrived
+    /// meanwhile (the handler then defers; the guard re-raises it on exit).
+    static IN_WRAPPER: Cell<(u32, bool)> = const { Cell::new((0, false)) };
+}
+
+/// Set by the core: re-delivers the deferred checkpoint signal to the calling thread.
+pub static RAISE_DEFERRED: AtomicU64 = AtomicU64::new(0);
+
+/// Held while a wrapper updates state a checkpoint must see consistently. Never hold it across
+/// a blocking call.
+pub struct WrapperGuard(());
+
+impl WrapperGuard {
+    #[inline]
+    pub fn enter() -> WrapperGuard {
+        IN_WRAPPER.with(|c| {
+            let (d, p) = c.get();
+            c.set((d + 1, p));
+        });
+        WrapperGuard(())
+    }
+}
+
+impl Drop for WrapperGuard {
+    #[inline]
+    fn drop(&mut self) {
+        let pending = IN_WRAPPER.with(|c| {
+            let (d, p) = c.get();
+            if d == 1 {
+                c.set((0, false));
+                p
+            } else {
+                c.set((d - 1, p));
+                false
+            }
+        });
+        if pending {
+            let f = RAISE_DEFERRED.load(Ordering::Acquire);
+            if f != 0 {
+                // SAFETY: the core stores a valid `extern "C" fn()` here before any checkpoint.
+                let f: extern "C" fn() = unsafe { std::mem::transmute(f as usize) };
+                f();
+            }
+        }
+    }
+}
+
+/// Called by the checkpoint signal handler: true if the thread is inside wrapper bookkeeping
+/// (the handler must then return at once; the guard re-raises the signal on exit).
+pub fn defer_if_in_wrapper() -> bool {
+    IN_WRAPPER
+        .try_with(|c| {
+            let (d, _) = c.get();
+            if d > 0 {
+                c.set((d, true));
+                true
+            } else {
+                false
+            }
+        })
+        .unwrap_or(false)
+}
+
+/// What a plugin sees at checkpoint time.
+pub struct CkptContext<'a> {
+    /// fds that belong to the core (coordinator connection, ...): not the program's.
+    pub core_fds: &'a [i32],
+    /// The image header being built; plugins add their records (fds, ...).
+    pub header: &'a mut ImageHeader,
+    /// Human-readable warnings reported to `ckpt-command`.
+    pub warnings: &'a mut Vec<String>,
+}
+
+/// What a plugin sees in a restarted process, before user threads run again.
+pub struct RestartContext<'a> {
+    pub core_fds: &'a [i32],
+    /// fds as recorded in the image.
+    pub fds: &'a [FdInfo],
+    pub warnings: &'a mut Vec<String>,
+}
+
+/// A kind of kernel object saved and restored outside the core.
+pub trait Plugin: Send {
+    fn name(&self) -> &'static str;
+    /// In the process, at startup (constructor), before `main`.
+    fn init(&mut self) {}
+    /// User threads are frozen; record what the image needs.
+    fn checkpoint(&mut self, ctx: &mut CkptContext) -> Result<(), String>;
+    /// Image written (committed or not); user threads are about to run again.
+    fn resume(&mut self) {}
+    /// Restarted process, user threads still frozen: recreate the objects.
+    fn restart(&mut self, ctx: &mut RestartContext) -> Result<(), String>;
+}

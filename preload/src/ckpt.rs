@@ -1,0 +1,519 @@
+//! The checkpoint thread: talks to the coordinator, runs the checkpoint sequence (barriers,
+//! suspension, plugins, image, commit, resume) and, in a restarted process, the restart work.
+//!
+//! Between checkpoints it blocks in `recv` on the coordinator socket. Once user threads are
+//! suspended it must not call glibc's malloc, stdio or dlsym (see DESIGN principle 4): Rust
+//! allocation goes to the private allocator, I/O is plain syscalls through std.
+
+use crate::{alloc, restart, sys, threads, writer};
+use ckpt_format::image::{FdInfo, ImageHeader, Rlimit};
+use ckpt_format::raw;
+use ckpt_format::wire::{self, Msg};
+use ckpt_plugins::api::{CkptContext, Plugin, RestartContext};
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Everything the checkpoint thread keeps between checkpoints (lives in restored memory).
+pub struct Worker {
+    pub coord: Option<TcpStream>,
+    pub coord_addr: SocketAddr,
+    pub comp_id: u64,
+    pub vpid: u64,
+    pub generation: u64,
+    pub num_peers: u32,
+    pub ckpt_dir: PathBuf,
+    pub level: u32,
+    pub program: String,
+    pub argv: Vec<String>,
+    pub plugins: Vec<Box<dyn Plugin>>,
+    pub suspend_timeout_ms: u64,
+    /// State recorded at the last checkpoint and used at restart.
+    saved_fds: Vec<FdInfo>,
+    saved_sigactions: Vec<(i32, sys::KSigaction)>,
+    saved_cwd: String,
+    saved_umask: u32,
+}
+
+const HOST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest a worker waits for the coordinator during a checkpoint (it has its own timeouts).
+const CKPT_RECV_TIMEOUT: Duration = Duration::from_secs(3600);
+
+pub fn log(msg: &str) {
+    let s = format!("ckpt[{}]: {msg}\n", sys::getpid());
+    sys::write_all(2, s.as_bytes());
+}
+
+/// Resolves `host` without getaddrinfo (which may malloc): IP literals and "localhost" only;
+/// the launcher resolves names before exporting them.
+pub fn parse_addr(host: &str, port: u16) -> Option<SocketAddr> {
+    let h = if host == "localhost" { "127.0.0.1" } else { host };
+    let h = h.trim_start_matches('[').trim_end_matches(']');
+    h.parse::<std::net::IpAddr>().ok().map(|ip| SocketAddr::new(ip, port))
+}
+
+impl Worker {
+    pub fn new(
+        coord_addr: SocketAddr,
+        ckpt_dir: PathBuf,
+        level: u32,
+        program: String,
+        argv: Vec<String>,
+        plugins: Vec<Box<dyn Plugin>>,
+    ) -> Worker {
+        Worker {
+            coord: None,
+            coord_addr,
+            comp_id: 0,
+            vpid: 0,
+            generation: 0,
+            num_peers: 1,
+            ckpt_dir,
+            level,
+            program,
+            argv,
+            plugins,
+            suspend_timeout_ms: 10_000,
+            saved_fds: Vec::new(),
+            saved_sigactions: Vec::new(),
+            saved_cwd: String::new(),
+            saved_umask: 0o022,
+        }
+    }
+
+    /// Connects and says hello; fills comp_id/vpid/generation from the welcome.
+    pub fn join(&mut self, restarting: bool) -> Result<(), String> {
+        let s = TcpStream::connect_timeout(&self.coord_addr, HOST_TIMEOUT)
+            .map_err(|e| format!("cannot reach the coordinator at {}: {e}", self.coord_addr))?;
+        let _ = s.set_nodelay(true);
+        let stream = match &self.coord {
+            // Restart: the old connection's fd number is part of the restored program's view of
+            // its fd table (it was skipped at checkpoint); put the new socket on it.
+            Some(old) if restarting => {
+                let n = old.as_raw_fd();
+                if s.as_raw_fd() == n {
+                    // The free number was the old one: the new socket already sits there.
+                    std::mem::forget(self.coord.take());
+                    s
+                } else {
+                    // SAFETY: dup3 onto the number our old TcpStream owns; dropping `s` closes
+                    // the temporary fd and the old TcpStream object now owns the new socket.
+                    if unsafe { libc::dup3(s.as_raw_fd(), n, libc::O_CLOEXEC) } < 0 {
+                        return Err(format!("dup3 coordinator socket: {}", std::io::Error::last_os_error()));
+                    }
+                    drop(s);
+                    self.coord.take().expect("checked above")
+                }
+            }
+            _ => s,
+        };
+        let mut st = stream;
+        let hello = Msg::HelloWorker {
+            comp_id: restarting.then_some(self.comp_id),
+            vpid: restarting.then_some(self.vpid),
+            restarting,
+            num_peers: if restarting { self.num_peers } else { 0 },
+            generation: self.generation,
+            pid: sys::getpid(),
+            host: hostname(),
+            program: self.program.clone(),
+        };
+        let _ = st.set_read_timeout(Some(HOST_TIMEOUT));
+        wire::send(&mut st, &hello).map_err(|e| format!("coordinator hello: {e}"))?;
+        match wire::recv(&mut st) {
+            Ok(Msg::Welcome { comp_id, vpid, generation }) => {
+                self.comp_id = comp_id;
+                self.vpid = vpid;
+                self.generation = generation;
+            }
+            Ok(Msg::Error { message }) => return Err(format!("coordinator refused us: {message}")),
+            Ok(other) => return Err(format!("unexpected coordinator answer {other:?}")),
+            Err(e) => return Err(format!("coordinator hello: {e}")),
+        }
+        let _ = st.set_read_timeout(None);
+        self.coord = Some(st);
+        Ok(())
+    }
+
+    fn send(&mut self, m: &Msg) -> Result<(), String> {
+        let s = self.coord.as_mut().ok_or("not connected")?;
+        wire::send(s, m).map_err(|e| format!("coordinator: {e}"))
+    }
+
+    fn recv(&mut self) -> Result<Msg, String> {
+        let s = self.coord.as_mut().ok_or("not connected")?;
+        wire::recv(s).map_err(|e| format!("coordinator: {e}"))
+    }
+
+    /// Waits for a barrier release. `Err` = abort the checkpoint.
+    fn barrier(&mut self, name: &str) -> Result<(), String> {
+        self.send(&Msg::Barrier { name: name.to_string() })?;
+        loop {
+            match self.recv()? {
+                Msg::BarrierReleased { name: n } if n == name => return Ok(()),
+                Msg::Commit { commit: false, reason, .. } => {
+                    return Err(reason.unwrap_or_else(|| "aborted by the coordinator".into()));
+                }
+                Msg::Kill => kill_self(),
+                other => log(&format!("ignoring {other:?} while waiting at barrier {name}")),
+            }
+        }
+    }
+
+    fn core_fds(&self) -> Vec<i32> {
+        self.coord.as_ref().map(|s| vec![s.as_raw_fd()]).unwrap_or_default()
+    }
+
+    fn image_name(&self) -> String {
+        let prog: String = self
+            .program
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' })
+            .collect();
+        format!("ckpt_{prog}_{:016x}_{}.img", self.comp_id, self.vpid)
+    }
+
+    fn header(&self, generation: u64) -> ImageHeader {
+        let (sysname, release, node) = uname();
+        let _ = sysname;
+        ImageHeader {
+            format_version: raw::FORMAT_VERSION,
+            arch: ckpt_format::image::current_arch().to_string(),
+            kernel_release: release,
+            glibc_version: glibc_version(),
+            computation_id: self.comp_id,
+            generation,
+            vpid: self.vpid,
+            num_peers: self.num_peers,
+            program: self.program.clone(),
+            argv: self.argv.clone(),
+            cwd: std::env::current_dir().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default(),
+            hostname: node,
+            pid: sys::getpid(),
+            created_unix_ns: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0),
+            umask: read_umask(),
+            rlimits: rlimits(),
+            threads: Vec::new(),
+            fds: Vec::new(),
+            files: Vec::new(),
+            special: Vec::new(),
+            memory_bytes: 0,
+            nregions: 0,
+        }
+    }
+
+    /// One whole checkpoint. Returns only when user threads run again (or, in a restarted
+    /// process, after the restart work).
+    fn checkpoint(&mut self, generation: u64, dir: Option<String>) {
+        let dir = dir.map(PathBuf::from).unwrap_or_else(|| self.ckpt_dir.clone());
+        let final_path = dir.join(self.image_name());
+        let tmp = dir.join(format!("{}.tmp", self.image_name()));
+        if let Err(e) = self.barrier("suspend") {
+            log(&format!("checkpoint {generation} aborted: {e}"));
+            return;
+        }
+        let suspended = threads::suspend_all(self.suspend_timeout_ms);
+        // suspend_all has already released the threads if it failed.
+        let threads_held = suspended.is_ok();
+        if let Err(e) = self.barrier("suspended") {
+            if threads_held {
+                threads::resume_all();
+            }
+            log(&format!("checkpoint {generation} aborted: {e}"));
+            return;
+        }
+        let mut warnings = Vec::new();
+        let result = suspended.and_then(|()| self.write_image(generation, &tmp, &mut warnings));
+        let (restarted, result) = match result {
+            Ok(true) => (true, Ok(0)),
+            Ok(false) => {
+                // SAFETY: RESULT is only used by this thread.
+                match unsafe { (*(&raw mut writer::RESULT)).take() } {
+                    Some(Ok(o)) => {
+                        warnings.extend(o.warnings);
+                        (false, Ok(o.bytes))
+                    }
+                    Some(Err(e)) => (false, Err(e)),
+                    None => (false, Err("image writer did not run".to_string())),
+                }
+            }
+            Err(e) => (false, Err(e)),
+        };
+        if restarted {
+            self.after_restart();
+            return;
+        }
+        let (bytes, error) = match &result {
+            Ok(b) => (*b, None),
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                (0, Some(e.clone()))
+            }
+        };
+        let _ = self.send(&Msg::ImageWritten {
+            generation,
+            path: error.is_none().then(|| final_path.to_string_lossy().into_owned()),
+            bytes,
+            error: error.clone(),
+            warnings,
+        });
+        let commit = loop {
+            match self.recv() {
+                Ok(Msg::Commit { commit, .. }) => break commit,
+                Ok(Msg::Kill) => kill_self(),
+                Ok(other) => log(&format!("ignoring {other:?} while waiting for commit")),
+                Err(e) => {
+                    log(&format!("checkpoint {generation}: {e}; discarding the image"));
+                    break false;
+                }
+            }
+        };
+        if commit && error.is_none() {
+            if let Err(e) = std::fs::rename(&tmp, &final_path) {
+                log(&format!("cannot rename {} to {}: {e}", tmp.display(), final_path.display()));
+            } else if let Ok(d) = std::fs::File::open(&dir) {
+                let _ = d.sync_all();
+            }
+            self.generation = generation;
+        } else {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        for p in self.plugins.iter_mut() {
+            p.resume();
+        }
+        if threads_held {
+            threads::resume_all();
+        }
+        let _ = self.send(&Msg::Resumed { generation });
+    }
+
+    /// Records plugin state and writes the image. Ok(true) = we are a restarted process.
+    fn write_image(&mut self, generation: u64, tmp: &Path, warnings: &mut Vec<String>) -> Result<bool, String> {
+        let mut header = self.header(generation);
+        let core_fds = self.core_fds();
+        let plug_result = {
+            let mut ctx = CkptContext { core_fds: &core_fds, header: &mut header, warnings };
+            let mut r = Ok(());
+            for p in self.plugins.iter_mut() {
+                if let Err(e) = p.checkpoint(&mut ctx) {
+                    r = Err(format!("{}: {e}", p.name()));
+                    break;
+                }
+            }
+            r
+        };
+        plug_result?;
+        // Main thread = the slot whose tid is the pid.
+        let pid = sys::getpid();
+        let slots = threads::parked_slots();
+        match slots.iter().position(|s| s.tid.load(core::sync::atomic::Ordering::Relaxed) == pid) {
+            Some(i) => restart::MAIN_SLOT.store(i, core::sync::atomic::Ordering::Relaxed),
+            None => {
+                return Err("the main thread has exited; cannot checkpoint a process without it".into());
+            }
+        }
+        header.threads = slots
+            .iter()
+            .map(|s| ckpt_format::image::ThreadInfo {
+                tid: s.tid.load(core::sync::atomic::Ordering::Relaxed),
+                fs_base: s.fs_base.load(core::sync::atomic::Ordering::Relaxed),
+                is_main: s.tid.load(core::sync::atomic::Ordering::Relaxed) == pid,
+                is_ckpt_thread: false,
+            })
+            .collect();
+        self.saved_fds = header.fds.clone();
+        self.saved_cwd = header.cwd.clone();
+        self.saved_umask = header.umask;
+        self.saved_sigactions = save_sigactions();
+        // SAFETY: JOB is only used by this thread.
+        unsafe {
+            *(&raw mut writer::JOB) = Some(writer::Job { tmp: tmp.to_path_buf(), header, level: self.level });
+            *(&raw mut writer::RESULT) = None;
+        }
+        alloc::scratch_begin();
+        // SAFETY: write_job only touches JOB/RESULT; see sys::ckpt_point.
+        let r = unsafe { sys::ckpt_point(writer::write_job) };
+        alloc::scratch_end();
+        if r == 1 {
+            // Restarted: JOB points into the (now empty) scratch arena; forget it.
+            // SAFETY: single-threaded use of JOB.
+            unsafe { std::mem::forget((*(&raw mut writer::JOB)).take()) };
+            return Ok(true);
+        }
+        // SAFETY: as above; the job's scratch allocations are ignored by dealloc.
+        unsafe { *(&raw mut writer::JOB) = None };
+        Ok(false)
+    }
+
+    /// The restart work, on the recreated checkpoint thread, user threads still held.
+    fn after_restart(&mut self) {
+        // SAFETY: recorded by this thread at startup; the clone gave us the same TCB.
+        let me = unsafe { &*(&raw const restart::CKPT_THREAD) };
+        crate::glibc::fix_thread(me.fs_base, 0, me.robust_head, me.robust_len);
+        block_signals_in_ckpt_thread();
+        // SAFETY: ARGS was copied by the entry before this thread was created.
+        let args = unsafe { &*(&raw const restart::ARGS) };
+        if let Err(e) = self.restart_work(args) {
+            log(&format!("restart failed: {e}"));
+            sys::exit_group(75);
+        }
+        threads::end_suspension_after_restart();
+        restart::release_threads();
+        if args.flags & raw::RA_MM_NOT_RESTORED != 0 {
+            log("note: the heap break could not be restored (PR_SET_MM_MAP refused); malloc will use mmap");
+        }
+    }
+
+    fn restart_work(&mut self, args: &raw::RestartArgs) -> Result<(), String> {
+        for (sig, sa) in &self.saved_sigactions {
+            // SAFETY: the handlers point into restored memory, as they did at checkpoint time.
+            unsafe { sys::rt_sigaction(*sig, Some(sa), None) };
+        }
+        if !self.saved_cwd.is_empty() && std::env::set_current_dir(&self.saved_cwd).is_err() {
+            return Err(format!("cannot change to the working directory {}", self.saved_cwd));
+        }
+        // SAFETY: umask has no failure mode.
+        unsafe { libc::umask(self.saved_umask as libc::mode_t) };
+        let core_fds = self.core_fds();
+        let fds = self.saved_fds.clone();
+        let mut warnings = Vec::new();
+        for p in self.plugins.iter_mut() {
+            let mut ctx = RestartContext { core_fds: &core_fds, fds: &fds, warnings: &mut warnings };
+            p.restart(&mut ctx).map_err(|e| format!("{}: {e}", p.name()))?;
+        }
+        for w in warnings {
+            log(&w);
+        }
+        let dir = restart::c_field(&args.ckpt_dir);
+        if !dir.is_empty() {
+            self.ckpt_dir = PathBuf::from(dir);
+        }
+        let host = restart::c_field(&args.coord_host);
+        match parse_addr(&host, args.coord_port) {
+            Some(a) => {
+                self.coord_addr = a;
+                if let Err(e) = self.join(true) {
+                    log(&format!("{e}; this process continues without checkpoints"));
+                    self.coord = None;
+                } else if let Err(e) = self.barrier("restart") {
+                    log(&format!("restart barrier: {e}"));
+                }
+            }
+            None => {
+                log(&format!("coordinator host {host:?} is not an IP address; continuing without checkpoints"));
+                self.coord = None;
+            }
+        }
+        Ok(())
+    }
+
+    /// The thread's main loop.
+    pub fn run(&mut self) {
+        loop {
+            if self.coord.is_none() {
+                // Disconnected: nothing to do but stay out of the way.
+                std::thread::sleep(Duration::from_secs(3600));
+                continue;
+            }
+            let _ = self.coord.as_ref().map(|s| s.set_read_timeout(None));
+            match self.recv() {
+                Ok(Msg::DoCheckpoint { generation, ckpt_dir }) => {
+                    let _ = self.coord.as_ref().map(|s| s.set_read_timeout(Some(CKPT_RECV_TIMEOUT)));
+                    self.checkpoint(generation, ckpt_dir);
+                }
+                Ok(Msg::Kill) => kill_self(),
+                Ok(Msg::Error { message }) => log(&format!("coordinator: {message}")),
+                Ok(other) => log(&format!("unexpected message from the coordinator: {other:?}")),
+                Err(e) => {
+                    log(&format!("lost the coordinator ({e}); this process continues without checkpoints"));
+                    self.coord = None;
+                }
+            }
+        }
+    }
+}
+
+fn kill_self() -> ! {
+    // SAFETY: SIGKILL to ourselves.
+    unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+    sys::exit_group(137)
+}
+
+/// The checkpoint thread takes no asynchronous signal: they go to user threads. glibc's two
+/// internal signals (SIGCANCEL 32, SIGSETXID 33) stay unblocked or setuid() would hang.
+pub fn block_signals_in_ckpt_thread() {
+    let mut mask: u64 = !0;
+    for s in [libc::SIGSEGV, libc::SIGBUS, libc::SIGILL, libc::SIGFPE, libc::SIGTRAP, libc::SIGSYS, 32, 33] {
+        mask &= !(1u64 << (s - 1));
+    }
+    sys::sigprocmask(sys::SIG_SETMASK, Some(mask));
+}
+
+fn save_sigactions() -> Vec<(i32, sys::KSigaction)> {
+    let mut v = Vec::new();
+    for sig in 1..=64 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        let mut old = sys::KSigaction::default();
+        // SAFETY: query only.
+        if unsafe { sys::rt_sigaction(sig, None, Some(&mut old)) } == 0 && old.handler != 0 {
+            v.push((sig, old));
+        }
+    }
+    v
+}
+
+fn read_umask() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Umask:"))
+                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        })
+        .unwrap_or(0o022)
+}
+
+fn rlimits() -> Vec<Rlimit> {
+    (0..16u32)
+        .filter_map(|r| {
+            let mut l = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+            // SAFETY: valid out-pointer.
+            (unsafe { libc::getrlimit(r as _, &mut l) } == 0).then_some(Rlimit {
+                resource: r,
+                soft: l.rlim_cur,
+                hard: l.rlim_max,
+            })
+        })
+        .collect()
+}
+
+fn uname() -> (String, String, String) {
+    // SAFETY: zeroed utsname is valid; uname fills it.
+    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: valid out-pointer.
+    unsafe { libc::uname(&mut u) };
+    let f = |a: &[libc::c_char]| {
+        let b: Vec<u8> = a.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect();
+        String::from_utf8_lossy(&b).into_owned()
+    };
+    (f(&u.sysname), f(&u.release), f(&u.nodename))
+}
+
+pub fn hostname() -> String {
+    uname().2
+}
+
+unsafe extern "C" {
+    fn gnu_get_libc_version() -> *const libc::c_char;
+}
+
+fn glibc_version() -> String {
+    // SAFETY: returns a static NUL-terminated string.
+    unsafe { std::ffi::CStr::from_ptr(gnu_get_libc_version()) }.to_string_lossy().into_owned()
+}

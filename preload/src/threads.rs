@@ -1,0 +1,217 @@
+//! Thread suspension: the checkpoint signal handler, the per-thread slots it fills, and the
+//! suspend/resume protocol run by the checkpoint thread.
+//!
+//! Every user thread found in `/proc/self/task` gets the checkpoint signal. Its handler records
+//! where the kernel put the signal frame (`ucontext`), its FS base, clear-tid address and robust
+//! list, then parks on a futex. At restart each thread is recreated and returns through that very
+//! frame with `rt_sigreturn`, which gives back every register, the FPU state, the signal mask
+//! and the alternate stack.
+//!
+//! The handler runs on frozen-to-be user threads: raw syscalls only — no malloc, no locks, no
+//! errno, no allocation.
+
+use crate::sys;
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
+
+pub const MAX_THREADS: usize = 4096;
+
+/// What the handler records for one thread.
+pub struct Slot {
+    pub tid: AtomicI32,
+    pub uctx: AtomicU64,
+    pub fs_base: AtomicU64,
+    pub tid_addr: AtomicU64,
+    pub robust_head: AtomicU64,
+    pub robust_len: AtomicU64,
+}
+
+impl Slot {
+    const fn new() -> Slot {
+        Slot {
+            tid: AtomicI32::new(0),
+            uctx: AtomicU64::new(0),
+            fs_base: AtomicU64::new(0),
+            tid_addr: AtomicU64::new(0),
+            robust_head: AtomicU64::new(0),
+            robust_len: AtomicU64::new(0),
+        }
+    }
+}
+
+pub static SLOTS: [Slot; MAX_THREADS] = [const { Slot::new() }; MAX_THREADS];
+/// Slots in use for the current checkpoint.
+pub static NSLOTS: AtomicU32 = AtomicU32::new(0);
+/// Threads parked in the handler (futex word the checkpoint thread waits on).
+pub static PARKED: AtomicU32 = AtomicU32::new(0);
+/// Set while a suspension is wanted; a stray checkpoint signal outside it is ignored.
+static SUSPENDING: AtomicBool = AtomicBool::new(false);
+/// Futex word the parked threads wait on; bumped to release them.
+pub static RELEASE: AtomicU32 = AtomicU32::new(0);
+static PARK_EPOCH: AtomicU32 = AtomicU32::new(0);
+/// The checkpoint signal number.
+pub static CKPT_SIG: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn handler(_sig: i32, _info: *mut libc::siginfo_t, uctx: *mut libc::c_void) {
+    if !SUSPENDING.load(Ordering::Acquire) {
+        return;
+    }
+    if ckpt_plugins::api::defer_if_in_wrapper() {
+        return;
+    }
+    let idx = NSLOTS.fetch_add(1, Ordering::AcqRel) as usize;
+    if idx >= MAX_THREADS {
+        sys::write_all(2, b"ckpt: more threads than the checkpoint supports (4096)\n");
+        sys::exit_group(70);
+    }
+    let s = &SLOTS[idx];
+    let (rh, rl) = sys::get_robust_list();
+    s.uctx.store(uctx as u64, Ordering::Relaxed);
+    s.fs_base.store(sys::get_fs_base(), Ordering::Relaxed);
+    s.tid_addr.store(sys::get_tid_address(), Ordering::Relaxed);
+    s.robust_head.store(rh, Ordering::Relaxed);
+    s.robust_len.store(rl, Ordering::Relaxed);
+    s.tid.store(sys::gettid(), Ordering::Release);
+    PARKED.fetch_add(1, Ordering::AcqRel);
+    sys::futex_wake(&PARKED);
+    let epoch = PARK_EPOCH.load(Ordering::Acquire);
+    while RELEASE.load(Ordering::Acquire) == epoch {
+        sys::futex_wait(&RELEASE, epoch, 0);
+    }
+}
+
+/// Re-delivers a checkpoint signal that arrived inside wrapper bookkeeping.
+extern "C" fn raise_deferred() {
+    sys::tgkill(sys::getpid(), sys::gettid(), CKPT_SIG.load(Ordering::Relaxed));
+}
+
+/// Installs the handler (constructor time).
+pub fn install(sig: i32) -> Result<(), String> {
+    CKPT_SIG.store(sig, Ordering::Relaxed);
+    ckpt_plugins::api::RAISE_DEFERRED.store(raise_deferred as *const () as u64, Ordering::Release);
+    // SAFETY: a zeroed sigaction is valid; we fill handler, flags and mask.
+    let mut sa: libc::sigaction = unsafe { core::mem::zeroed() };
+    sa.sa_sigaction = handler as *const () as usize;
+    // No SA_ONSTACK: the frame must be on the thread's own stack, not its altstack.
+    sa.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
+    // SAFETY: sa_mask is a valid sigset_t inside sa.
+    unsafe { libc::sigfillset(&mut sa.sa_mask) };
+    // SAFETY: installing a handler for our own signal.
+    if unsafe { libc::sigaction(sig, &sa, core::ptr::null_mut()) } != 0 {
+        return Err(format!("sigaction({sig}): {}", std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+fn thread_state(tid: i32) -> u8 {
+    let path = format!("/proc/self/task/{tid}/stat\0");
+    let mut buf = [0u8; 512];
+    let p = core::ffi::CStr::from_bytes_with_nul(path.as_bytes()).expect("NUL-terminated");
+    match sys::read_file_raw(p, &mut buf) {
+        Ok(n) => {
+            let s = &buf[..n];
+            match s.iter().rposition(|&c| c == b')') {
+                Some(i) if i + 2 < n => s[i + 2],
+                _ => b'?',
+            }
+        }
+        Err(_) => b'X',
+    }
+}
+
+/// Signals every user thread and waits until all are parked in the handler.
+/// On failure every thread that did park is released again.
+pub fn suspend_all(timeout_ms: u64) -> Result<(), String> {
+    let me = sys::gettid();
+    let pid = sys::getpid();
+    let sig = CKPT_SIG.load(Ordering::Relaxed);
+    NSLOTS.store(0, Ordering::Release);
+    PARKED.store(0, Ordering::Release);
+    PARK_EPOCH.store(RELEASE.load(Ordering::Acquire), Ordering::Release);
+    SUSPENDING.store(true, Ordering::SeqCst);
+    let start = sys::monotonic_ns();
+    let mut signaled: Vec<i32> = Vec::new();
+    let mut tasks: Vec<i32> = Vec::new();
+    let mut stable_rounds = 0;
+    loop {
+        if let Err(e) = ckpt_plugins::rawdir::list_numeric_dir(c"/proc/self/task", &mut tasks) {
+            resume_all_internal(false);
+            return Err(format!("cannot list /proc/self/task: errno {e}"));
+        }
+        let mut new_threads = false;
+        for &t in &tasks {
+            if t != me && !signaled.contains(&t) && sys::tgkill(pid, t, sig) == 0 {
+                signaled.push(t);
+                new_threads = true;
+            }
+        }
+        let n = NSLOTS.load(Ordering::Acquire) as usize;
+        let parked = PARKED.load(Ordering::Acquire);
+        let unparked: Vec<i32> = tasks
+            .iter()
+            .copied()
+            .filter(|&t| {
+                t != me && !(0..n).any(|i| SLOTS[i].tid.load(Ordering::Acquire) == t)
+            })
+            .collect();
+        if unparked.is_empty() && !new_threads && parked as usize == n {
+            // Two consecutive quiet listings: no thread is being created behind our back.
+            stable_rounds += 1;
+            if stable_rounds >= 2 {
+                return Ok(());
+            }
+            continue;
+        }
+        stable_rounds = 0;
+        let waited_ms = ((sys::monotonic_ns() - start) / 1_000_000) as u64;
+        if waited_ms > 100 {
+            for &t in &unparked {
+                let st = thread_state(t);
+                if st == b't' || st == b'T' {
+                    resume_all_internal(false);
+                    return Err(format!(
+                        "thread {t} is {} (state {}): a stopped or traced thread cannot be checkpointed",
+                        if st == b't' { "being traced" } else { "stopped" },
+                        st as char
+                    ));
+                }
+            }
+        }
+        if waited_ms > timeout_ms {
+            resume_all_internal(false);
+            let states: Vec<String> =
+                unparked.iter().map(|&t| format!("{t} (state {})", thread_state(t) as char)).collect();
+            return Err(format!(
+                "threads did not stop within {} ms: {} (is the checkpoint signal {sig} blocked?)",
+                timeout_ms,
+                states.join(", ")
+            ));
+        }
+        sys::futex_wait(&PARKED, parked, 5);
+    }
+}
+
+fn resume_all_internal(bump_generation: bool) {
+    SUSPENDING.store(false, Ordering::SeqCst);
+    if bump_generation {
+        ckpt_plugins::api::GENERATION.fetch_add(1, Ordering::AcqRel);
+    }
+    RELEASE.fetch_add(1, Ordering::AcqRel);
+    sys::futex_wake(&RELEASE);
+}
+
+/// Releases every parked thread after a checkpoint.
+pub fn resume_all() {
+    resume_all_internal(true);
+}
+
+/// Marks the end of a suspension in a restarted process (threads are released by the restart
+/// path itself, not through [`RELEASE`]).
+pub fn end_suspension_after_restart() {
+    SUSPENDING.store(false, Ordering::SeqCst);
+    ckpt_plugins::api::GENERATION.fetch_add(1, Ordering::AcqRel);
+}
+
+/// The slots of the last suspension, in order of parking.
+pub fn parked_slots() -> &'static [Slot] {
+    &SLOTS[..NSLOTS.load(Ordering::Acquire) as usize]
+}
