@@ -1052,6 +1052,8 @@ impl State {
         let c = self.ckpt.as_ref().unwrap();
         if c.decision.is_some() && c.participants.iter().all(|p| c.resumed.contains(p)) {
             actions.extend(self.finish());
+            // Restarted workers that went through a checkpoint are running now.
+            actions.extend(self.maybe_end_restart());
         }
         actions
     }
@@ -1118,6 +1120,7 @@ impl State {
         if let Some(r) = c.requester {
             a.push(Action::Send(r, Msg::Error { message }));
         }
+        a.extend(self.maybe_end_restart());
         a
     }
 

@@ -1,8 +1,8 @@
 //! Client side of the coordinator protocol, shared by `ckpt-launch`, `ckpt-command` and
 //! `ckpt-restart`.
 //!
-//! Owns: where the coordinator is ([`coord_addr`]: flags > `CKPT_COORD_HOST`/`CKPT_COORD_PORT`
-//! > 127.0.0.1:7779), connecting with a timeout ([`connect`]), one-shot commands
+//! Owns: where the coordinator is ([`coord_addr`]: flags, then `CKPT_COORD_HOST` /
+//! `CKPT_COORD_PORT`, then 127.0.0.1:7779), connecting with a timeout ([`connect`]), one-shot commands
 //! ([`request`]), long-lived command connections ([`CommandConn`], which `ckpt-restart` holds
 //! open for its whole life so an `--exit-on-last` coordinator stays up), starting a coordinator
 //! on demand ([`ensure_coordinator`]), and the launch environment ([`preload_value`],

@@ -70,9 +70,9 @@ fn scenario(prog: Prog) {
     // Restart; it must continue past the point where it was killed.
     let r1_out = s.path("restart1.stdout");
     let mut r1 = s.restart(&imgs, &r1_out);
-    s.wait_lines(&out, killed_at + step, LINES, &mut r1);
     let pid = s.wait_for_pids(1, LINES)[0];
     s.log(format!("restarted as pid {pid}, {} lines out", count_lines(&out)));
+    s.wait_lines(&out, killed_at + step, LINES, &mut r1);
 
     // Checkpoint the restarted process, SIGKILL it, restart again and let it finish.
     let imgs = s.checkpoint();

@@ -50,7 +50,7 @@ fn to(actions: &[Action], id: ClientId) -> Vec<Msg> {
 }
 
 fn closed(actions: &[Action], id: ClientId) -> bool {
-    actions.iter().any(|a| *a == Action::Close(id))
+    actions.contains(&Action::Close(id))
 }
 
 fn error_text(actions: &[Action], id: ClientId) -> String {
@@ -735,4 +735,44 @@ fn status_lists_workers_by_vpid() {
         }
         _ => unreachable!(),
     }
+}
+
+#[test]
+fn requester_leaving_early_does_not_stop_the_checkpoint() {
+    let mut t = T::new();
+    t.worker(1);
+    t.command(9);
+    t.msg(9, Msg::CmdCheckpoint);
+    t.gone(9);
+    t.image(1, 1, None);
+    let a = t.msg(1, Msg::Resumed { generation: 1 });
+    let job = a
+        .iter()
+        .find_map(|a| match a {
+            Action::WriteScript(j) => Some(j.clone()),
+            _ => None,
+        })
+        .expect("still committed");
+    // Answering a requester that is gone is a no-op for the server.
+    let a = t.s.script_written(job, Ok("/ckpt/s.sh".into()));
+    assert_eq!(to(&a, 9).len(), 1);
+    assert_eq!(t.state(), "running");
+}
+
+#[test]
+fn a_checkpoint_after_restart_ends_the_restart_state() {
+    let mut t = T::new();
+    t.s.connect(1, t.now);
+    t.msg(1, restart_hello(7, 1, 1, 2));
+    assert!(released(&t.barrier(1, "restart"), 1, "restart"));
+    assert_eq!(t.state(), "restarting");
+    t.command(9);
+    let a = t.msg(9, Msg::CmdCheckpoint);
+    assert!(matches!(to(&a, 1).as_slice(), [Msg::DoCheckpoint { generation: 3, .. }]));
+    t.image(1, 3, None);
+    t.msg(1, Msg::Resumed { generation: 3 });
+    assert_eq!(t.state(), "running");
+    // A late Resumed for the restart generation is harmless.
+    let a = t.msg(1, Msg::Resumed { generation: 2 });
+    assert!(to(&a, 1).is_empty());
 }

@@ -74,8 +74,71 @@ fn describe(e: ImageError) -> String {
 }
 
 fn read_header(path: &Path) -> Result<ImageHeader> {
+    let mut magic = [0u8; 2];
+    let n = File::open(path)
+        .and_then(|mut f| f.read(&mut magic))
+        .with_context(|| format!("{}", path.display()))?;
+    if n < 2 || magic != [0x1f, 0x8b] {
+        bail!("{}: not a ckpt image (not gzip data)", path.display());
+    }
     let mut s = open_stream(path)?;
     image::read_header(&mut s).map_err(|e| anyhow!("{}: {}", path.display(), describe(e)))
+}
+
+/// Member boundaries of an image written by ckpt (the `CK` extra field of every member), or
+/// `None` for a gzip stream without them (then it is decoded sequentially). A member that runs
+/// past the end of the file means the image is truncated.
+fn member_table(path: &Path) -> Result<Option<Vec<(u64, usize)>>> {
+    use std::io::{Seek, SeekFrom};
+    let mut f = File::open(path)?;
+    let len = f.metadata()?.len();
+    let mut off = 0u64;
+    let mut out = Vec::new();
+    let mut head = [0u8; 24];
+    while off < len {
+        f.seek(SeekFrom::Start(off))?;
+        let got = f.read(&mut head)?;
+        let Some((total, _ulen)) = image::member_sizes(&head[..got]) else {
+            if off == 0 {
+                return Ok(None);
+            }
+            bail!("{}: image is corrupt (no gzip member at byte {off})", path.display());
+        };
+        if off + total as u64 > len {
+            bail!(
+                "{}: image is truncated (member at byte {off} needs {total} bytes, the file ends at {len})",
+                path.display()
+            );
+        }
+        out.push((off, total));
+        off += total as u64;
+    }
+    Ok(Some(out))
+}
+
+/// Inflates one complete member and checks its CRC.
+fn inflate_member(raw: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(ckpt_format::image::MEMBER_CHUNK);
+    flate2::read::GzDecoder::new(raw).read_to_end(&mut out)?;
+    Ok(out)
+}
+
+/// Checks that the last member ends with the image trailer (a cut exactly at a member
+/// boundary would otherwise go unnoticed until the restorer runs).
+fn check_trailer(path: &Path, members: &[(u64, usize)]) -> Result<()> {
+    use std::io::{Seek, SeekFrom};
+    let Some(&(off, total)) = members.last() else { bail!("{}: image is empty", path.display()) };
+    let mut f = File::open(path)?;
+    f.seek(SeekFrom::Start(off))?;
+    let mut raw = vec![0u8; total];
+    f.read_exact(&mut raw)?;
+    let data = inflate_member(&raw)
+        .map_err(|e| anyhow!("{}: {}", path.display(), describe(image::classify_io(e))))?;
+    let t = std::mem::size_of::<ckpt_format::raw::Trailer>();
+    if data.len() < t || data[data.len() - t..data.len() - t + 8] != ckpt_format::raw::TRAILER_MAGIC {
+        bail!("{}: image is truncated (no end marker)", path.display());
+    }
+    Ok(())
 }
 
 fn uname_release() -> String {
@@ -178,10 +241,16 @@ fn validate(path: &Path, h: &ImageHeader, ignore_kernel: bool) -> Result<()> {
 
 fn run(args: Args) -> Result<i32> {
     let mut headers = Vec::new();
+    let mut tables = Vec::new();
     for img in &args.images {
         let h = read_header(img)?;
+        let table = member_table(img)?;
+        if let Some(t) = &table {
+            check_trailer(img, t)?;
+        }
         validate(img, &h, args.ignore_kernel_mismatch)?;
         headers.push(h);
+        tables.push(table);
     }
     if args.images.len() > 1 {
         bail!(
@@ -223,7 +292,7 @@ fn run(args: Args) -> Result<i32> {
             .map(Path::to_path_buf)
             .unwrap_or_default(),
     };
-    let code = restore_one(image, &restorer, &ip, port, &ckpt_dir);
+    let code = restore_one(image, tables.swap_remove(0), &restorer, &ip, port, &ckpt_dir);
     drop(conn);
     code
 }
@@ -239,7 +308,14 @@ fn resolve(host: &str) -> Result<String> {
 }
 
 /// Forks the restorer, feeds it, waits for the restored program. Returns its exit code.
-fn restore_one(image: &Path, restorer: &Path, ip: &str, port: u16, ckpt_dir: &Path) -> Result<i32> {
+fn restore_one(
+    image: &Path,
+    members: Option<Vec<(u64, usize)>>,
+    restorer: &Path,
+    ip: &str,
+    port: u16,
+    ckpt_dir: &Path,
+) -> Result<i32> {
     let mut fds = [0i32; 2];
     // SAFETY: pipe2 fills two fds.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -261,7 +337,6 @@ fn restore_one(image: &Path, restorer: &Path, ip: &str, port: u16, ckpt_dir: &Pa
         .map(|c| c.as_ptr())
         .chain(std::iter::once(std::ptr::null()))
         .collect();
-    let mut stream = open_stream(image)?;
 
     // SAFETY: fork; the child only calls async-signal-safe functions before execv.
     let pid = unsafe { libc::fork() };
@@ -291,28 +366,28 @@ fn restore_one(image: &Path, restorer: &Path, ip: &str, port: u16, ckpt_dir: &Pa
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
     }
     let mut pipe = File::from(wr);
-    let fed = feed(&mut stream, &mut pipe);
+    let fed = match members {
+        Some(m) => feed_members(image, &m, &mut pipe),
+        None => open_stream(image)
+            .map_err(std::io::Error::other)
+            .and_then(|mut s| feed(&mut s, &mut pipe).map(|_| ())),
+    };
     drop(pipe);
-    if let Err(e) = &fed {
+    if let Err(e) = fed {
         if e.kind() != std::io::ErrorKind::BrokenPipe {
             // The image is bad: the child may be half-restored; it must not run.
-            // SAFETY: killing our own child.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            let _ = wait_child(pid);
-            bail!(
-                "{}: {} — restart aborted",
-                image.display(),
-                describe(image::classify_io(clone_err(e)))
-            );
+            // SAFETY: killing and reaping our own child.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, std::ptr::null_mut(), 0);
+            }
+            bail!("{}: {} — restart aborted", image.display(), describe(image::classify_io(e)));
         }
     }
     wait_child(pid)
 }
 
-fn clone_err(e: &std::io::Error) -> std::io::Error {
-    std::io::Error::new(e.kind(), e.to_string())
-}
-
+/// Sequential decoding, for gzip streams without member sizes.
 fn feed<R: Read, W: Write>(r: &mut R, w: &mut W) -> std::io::Result<u64> {
     let mut buf = vec![0u8; 1 << 20];
     let mut n = 0u64;
@@ -326,6 +401,61 @@ fn feed<R: Read, W: Write>(r: &mut R, w: &mut W) -> std::io::Result<u64> {
         w.write_all(&buf[..k])?;
         n += k as u64;
     }
+}
+
+/// Parallel decoding: members are inflated (and CRC-checked) on every core and written to the
+/// restorer in order, so no byte of a corrupt member ever reaches it.
+fn feed_members<W: Write>(image: &Path, members: &[(u64, usize)], w: &mut W) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::mpsc;
+    let f = File::open(image)?;
+    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(1, 8);
+    let next = AtomicUsize::new(0);
+    // Bounded: at most a few members per worker wait in memory.
+    let (tx, rx) = mpsc::sync_channel::<(usize, std::io::Result<Vec<u8>>)>(workers * 2);
+    std::thread::scope(|sc| {
+        for _ in 0..workers {
+            let tx = tx.clone();
+            let (f, next) = (&f, &next);
+            sc.spawn(move || {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= members.len() {
+                        break;
+                    }
+                    let (off, len) = members[i];
+                    let mut raw = vec![0u8; len];
+                    let r = f.read_exact_at(&mut raw, off).and_then(|()| inflate_member(&raw));
+                    if tx.send((i, r)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        let mut pending = std::collections::BTreeMap::new();
+        let mut want = 0usize;
+        let mut result = Ok(());
+        for (i, r) in rx.iter() {
+            pending.insert(i, r);
+            while let Some(r) = pending.remove(&want) {
+                if let Err(e) = r.and_then(|data| w.write_all(&data)) {
+                    result = Err(e);
+                    break;
+                }
+                want += 1;
+            }
+            if result.is_err() {
+                // Stop the workers: no index is left to take.
+                next.store(members.len(), Ordering::Relaxed);
+                break;
+            }
+        }
+        // Drain so no worker blocks on a full channel.
+        for _ in rx.iter() {}
+        result
+    })
 }
 
 /// Waits for the child; its exit code is ours, a fatal signal is re-raised on ourselves.
