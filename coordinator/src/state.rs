@@ -141,6 +141,9 @@ struct Checkpoint {
 #[derive(Debug)]
 struct RestartGroup {
     expected: u32,
+    /// The count came from `CmdRestart` (ckpt-restart knows exactly which images it
+    /// restarts): it wins over the `num_peers` the processes announce.
+    from_command: bool,
     members: BTreeSet<ClientId>,
     arrived: BTreeSet<ClientId>,
     released: bool,
@@ -484,6 +487,7 @@ impl State {
             if !restart_open {
                 self.restart = Some(RestartGroup {
                     expected: h.num_peers,
+                    from_command: false,
                     members: BTreeSet::new(),
                     arrived: BTreeSet::new(),
                     released: false,
@@ -493,10 +497,16 @@ impl State {
             }
             let g = self.restart.as_mut().unwrap();
             if g.expected != h.num_peers {
-                return Err(format!(
-                    "restarting process announces {} processes but this restart expects {}",
-                    h.num_peers, g.expected
-                ));
+                if !g.from_command {
+                    return Err(format!(
+                        "restarting process announces {} processes but this restart expects {}",
+                        h.num_peers, g.expected
+                    ));
+                }
+                actions.push(Action::Log(format!(
+                    "restarting vpid {v} announces {} processes; ckpt-restart said {}: using {}",
+                    h.num_peers, g.expected, g.expected
+                )));
             }
             if g.members.len() as u64 >= u64::from(g.expected) {
                 return Err(format!(
@@ -597,7 +607,7 @@ impl State {
         let live = self.worker_ids().len();
         // Live workers that are restarting members of this very restart do not count.
         let joined_restart = match &self.restart {
-            Some(g) if !g.released && g.expected == num_peers => self
+            Some(g) if !g.released => self
                 .worker_ids()
                 .iter()
                 .filter(|w| g.members.contains(w))
@@ -632,10 +642,15 @@ impl State {
         self.generation = self.generation.max(generation);
         self.comp_id = Some(comp_id);
         match &mut self.restart {
-            Some(g) if !g.released && g.expected == num_peers => g.command = Some(id),
+            Some(g) if !g.released => {
+                g.command = Some(id);
+                g.expected = num_peers;
+                g.from_command = true;
+            }
             _ => {
                 self.restart = Some(RestartGroup {
                     expected: num_peers,
+                    from_command: true,
                     members: BTreeSet::new(),
                     arrived: BTreeSet::new(),
                     released: false,
@@ -644,13 +659,15 @@ impl State {
                 })
             }
         }
-        vec![
+        let mut actions = vec![
             Action::Log(format!(
                 "restart of computation {} generation {generation}: expecting {num_peers} processes",
                 fmt_comp(comp_id)
             )),
             Action::Send(id, Msg::Ok),
-        ]
+        ];
+        actions.extend(self.eval_restart());
+        actions
     }
 
     fn kill_all(&mut self, why: &str) -> Vec<Action> {

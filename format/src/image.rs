@@ -177,41 +177,99 @@ pub fn classify_io(e: io::Error) -> ImageError {
 /// Subfield id of the member-size extra field.
 pub const EXTRA_ID: [u8; 2] = *b"CK";
 
-/// Compress one chunk into a complete gzip member. `level` 0 = stored.
-/// Incompressible data (a 64 KiB sample does not shrink by 5%) is stored, not deflated.
-pub fn gzip_member(data: &[u8], level: u32) -> Vec<u8> {
-    use flate2::Compression;
-    use flate2::write::DeflateEncoder;
-    let mut level = level;
-    if level > 0 && data.len() > 128 << 10 {
-        let sample = &data[..64 << 10];
-        let mut e = DeflateEncoder::new(Vec::with_capacity(sample.len()), Compression::new(level));
-        e.write_all(sample).expect("in-memory write");
-        if e.finish().expect("in-memory write").len() * 100 > sample.len() * 95 {
-            level = 0;
+/// Deflate state reused across members (a fresh compressor per member costs an allocation of
+/// several hundred KiB, which the checkpoint writer cannot afford).
+pub struct MemberEncoder {
+    level: u32,
+    comp: Option<flate2::Compress>,
+}
+
+impl MemberEncoder {
+    pub fn new(level: u32) -> MemberEncoder {
+        let comp = (level > 0).then(|| flate2::Compress::new(flate2::Compression::new(level), false));
+        MemberEncoder { level, comp }
+    }
+
+    /// Compresses `data` into `out` (cleared first; its capacity is reused) as one complete gzip
+    /// member with the `CK` extra field. Incompressible data (a 64 KiB sample does not shrink by
+    /// 5%) and level 0 are emitted as deflate *stored* blocks.
+    pub fn encode(&mut self, data: &[u8], out: &mut Vec<u8>) {
+        const HDR: usize = 24;
+        out.clear();
+        out.extend_from_slice(&[0x1f, 0x8b, 8, 0x04 /* FEXTRA */, 0, 0, 0, 0, 0, 3 /* unix */]);
+        out.extend_from_slice(&12u16.to_le_bytes());
+        out.extend_from_slice(&EXTRA_ID);
+        out.extend_from_slice(&8u16.to_le_bytes());
+        out.extend_from_slice(&[0; 8]); // member length, uncompressed length: patched below
+        let mut stored = self.comp.is_none();
+        if let Some(c) = self.comp.as_mut() {
+            if data.len() > 128 << 10 {
+                let sample = &data[..64 << 10];
+                c.reset();
+                deflate_into(c, sample, out);
+                let shrunk = (out.len() - HDR) * 100 <= sample.len() * 95;
+                out.truncate(HDR);
+                stored = !shrunk;
+            }
+            if !stored {
+                c.reset();
+                deflate_into(c, data, out);
+            }
+        }
+        if stored {
+            store_into(data, out);
+        }
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(data);
+        out.extend_from_slice(&crc.finalize().to_le_bytes());
+        out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        let total = out.len() as u32;
+        out[16..20].copy_from_slice(&total.to_le_bytes());
+        out[20..24].copy_from_slice(&(data.len() as u32).to_le_bytes());
+    }
+
+    pub fn level(&self) -> u32 {
+        self.level
+    }
+}
+
+fn deflate_into(c: &mut flate2::Compress, data: &[u8], out: &mut Vec<u8>) {
+    use flate2::{FlushCompress, Status};
+    let start_in = c.total_in();
+    loop {
+        if out.capacity() - out.len() < (64 << 10) {
+            out.reserve(data.len() / 4 + (128 << 10));
+        }
+        let consumed = (c.total_in() - start_in) as usize;
+        match c.compress_vec(&data[consumed..], out, FlushCompress::Finish) {
+            Ok(Status::StreamEnd) => return,
+            Ok(_) => continue,
+            Err(e) => panic!("in-memory deflate cannot fail: {e}"),
         }
     }
-    let mut deflated = Vec::with_capacity(data.len() / 2 + 1024);
-    {
-        let mut e = DeflateEncoder::new(&mut deflated, Compression::new(level));
-        e.write_all(data).expect("in-memory write");
-        e.finish().expect("in-memory write");
+}
+
+/// Deflate stored blocks (RFC 1951 §3.2.4): no compression, memcpy speed.
+fn store_into(data: &[u8], out: &mut Vec<u8>) {
+    out.reserve(data.len() + data.len() / 65535 * 5 + 5);
+    let mut chunks = data.chunks(65535).peekable();
+    if chunks.peek().is_none() {
+        out.extend_from_slice(&[1, 0, 0, 0xff, 0xff]);
     }
-    let mut crc = crc32fast::Hasher::new();
-    crc.update(data);
-    let crc = crc.finalize();
-    // header (10) + XLEN (2) + subfield (4 + 8) + deflate + trailer (8)
-    let total = 10 + 2 + 12 + deflated.len() + 8;
-    let mut out = Vec::with_capacity(total);
-    out.extend_from_slice(&[0x1f, 0x8b, 8, 0x04 /* FEXTRA */, 0, 0, 0, 0, 0, 3 /* unix */]);
-    out.extend_from_slice(&12u16.to_le_bytes());
-    out.extend_from_slice(&EXTRA_ID);
-    out.extend_from_slice(&8u16.to_le_bytes());
-    out.extend_from_slice(&(total as u32).to_le_bytes());
-    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
-    out.extend_from_slice(&deflated);
-    out.extend_from_slice(&crc.to_le_bytes());
-    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    while let Some(ch) = chunks.next() {
+        let last = chunks.peek().is_none();
+        let len = ch.len() as u16;
+        out.push(u8::from(last));
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&(!len).to_le_bytes());
+        out.extend_from_slice(ch);
+    }
+}
+
+/// Compress one chunk into a complete gzip member (convenience for tests and tools).
+pub fn gzip_member(data: &[u8], level: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    MemberEncoder::new(level).encode(data, &mut out);
     out
 }
 
@@ -229,27 +287,35 @@ pub fn member_sizes(head: &[u8]) -> Option<(usize, usize)> {
     Some((total, ulen))
 }
 
-/// Buffers uncompressed bytes and emits a gzip member every [`MEMBER_CHUNK`] bytes.
+/// Buffers uncompressed bytes and emits a gzip member every [`MEMBER_CHUNK`] bytes. Its
+/// buffers and compressor are allocated once and reused.
 pub struct MemberWriter<W: Write> {
     inner: W,
     buf: Vec<u8>,
-    level: u32,
+    out: Vec<u8>,
+    enc: MemberEncoder,
     /// Compressed bytes written so far.
     pub written: u64,
 }
 
 impl<W: Write> MemberWriter<W> {
     pub fn new(inner: W, level: u32) -> Self {
-        MemberWriter { inner, buf: Vec::with_capacity(MEMBER_CHUNK), level, written: 0 }
+        MemberWriter {
+            inner,
+            buf: Vec::with_capacity(MEMBER_CHUNK),
+            out: Vec::with_capacity(MEMBER_CHUNK + MEMBER_CHUNK / 8),
+            enc: MemberEncoder::new(level),
+            written: 0,
+        }
     }
 
     fn flush_member(&mut self) -> io::Result<()> {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let m = gzip_member(&self.buf, self.level);
-        self.inner.write_all(&m)?;
-        self.written += m.len() as u64;
+        self.enc.encode(&self.buf, &mut self.out);
+        self.inner.write_all(&self.out)?;
+        self.written += self.out.len() as u64;
         self.buf.clear();
         Ok(())
     }
@@ -303,6 +369,17 @@ mod tests {
         let mut back = Vec::new();
         flate2::read::MultiGzDecoder::new(&out[..]).read_to_end(&mut back).unwrap();
         assert_eq!(back, data);
+    }
+
+    #[test]
+    fn stored_and_empty_members_are_valid_gzip() {
+        for (data, level) in [(vec![7u8; 200_000], 0), (Vec::new(), 1), (Vec::new(), 0), (vec![1u8; 10], 1)] {
+            let m = gzip_member(&data, level);
+            let mut back = Vec::new();
+            flate2::read::GzDecoder::new(&m[..]).read_to_end(&mut back).unwrap();
+            assert_eq!(back, data);
+            assert_eq!(member_sizes(&m), Some((m.len(), data.len())));
+        }
     }
 
     #[test]

@@ -546,3 +546,24 @@ fn launch_errors() {
         "{out:?}"
     );
 }
+
+#[test]
+fn command_reads_the_environment_and_flags_win() {
+    let coord = Coord::start(&coord_bin(), &[]);
+    let run = |args: &[&str], port_env: &str| {
+        Command::new(command_bin())
+            .args(args)
+            .env("CKPT_COORD_HOST", "127.0.0.1")
+            .env("CKPT_COORD_PORT", port_env)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = run(&["--status"], &coord.port.to_string());
+    assert!(out.status.success(), "{out:?}");
+    let bad = free_port().to_string();
+    let out = run(&["--coord-port", &coord.port.to_string(), "--status"], &bad);
+    assert!(out.status.success(), "{out:?}");
+    let out = run(&["--status"], &bad);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+}

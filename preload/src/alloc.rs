@@ -151,7 +151,13 @@ pub fn scratch_end() {
 unsafe impl GlobalAlloc for CkptAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if SCRATCH_ON.load(Ordering::Relaxed) {
-            return scratch_alloc(layout);
+            let p = scratch_alloc(layout);
+            if !p.is_null() {
+                return p;
+            }
+            // Scratch exhausted: a private mapping (leaked if freed while writing) is better than
+            // aborting the program.
+            return map_large(layout.size().max(layout.align()));
         }
         let size = layout.size().max(layout.align());
         if size > MAX_SMALL || layout.align() > 4096 {
@@ -192,7 +198,13 @@ unsafe impl GlobalAlloc for CkptAlloc {
         let (sb, se) = scratch_range();
         // While the image is written the heap must not change: frees are dropped (a leak of
         // whatever the writer releases, never a corrupted free list in the image).
-        if (p >= sb && p < se) || SCRATCH_ON.load(Ordering::Relaxed) {
+        if p >= sb && p < se {
+            // Freeing the newest scratch block gives its space back (Vec growth, temporaries).
+            let end = p - sb + layout.size() as u64;
+            let _ = SCRATCH_BUMP.compare_exchange(end, p - sb, Ordering::Relaxed, Ordering::Relaxed);
+            return;
+        }
+        if SCRATCH_ON.load(Ordering::Relaxed) {
             return;
         }
         let size = layout.size().max(layout.align());

@@ -288,10 +288,24 @@ impl fmt::Display for Output {
             "`{}` -> {}\n--- stdout ---\n{}--- stderr ---\n{}--------------",
             self.label,
             describe_status(&self.status),
-            self.stdout,
-            self.stderr
+            printable(&self.stdout),
+            printable(&self.stderr)
         )
     }
+}
+
+/// `s` with control characters other than newline and tab escaped (`\0`, `\u{1b}`), so
+/// that a garbled message stays readable in a test log.
+pub fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_control() && c != '\n' && c != '\t' {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 fn capture_dir() -> PathBuf {

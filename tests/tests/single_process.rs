@@ -47,7 +47,10 @@ fn scenario(prog: Prog) {
     let mut app = s.launch(&prog, &out);
     s.wait_lines(&out, n / 5, LINES, &mut app);
     let pid = s.wait_for_pids(1, LINES)[0];
-    s.log(format!("launched as pid {pid}, {} lines out", count_lines(&out)));
+    s.log(format!(
+        "launched as pid {pid}, {} lines out",
+        count_lines(&out)
+    ));
     let imgs = s.checkpoint();
     check_images(&imgs);
     let c1 = count_lines(&out);
@@ -71,17 +74,26 @@ fn scenario(prog: Prog) {
     let r1_out = s.path("restart1.stdout");
     let mut r1 = s.restart(&imgs, &r1_out);
     let pid = s.wait_for_pids(1, LINES)[0];
-    s.log(format!("restarted as pid {pid}, {} lines out", count_lines(&out)));
+    s.log(format!(
+        "restarted as pid {pid}, {} lines out",
+        count_lines(&out)
+    ));
     s.wait_lines(&out, killed_at + step, LINES, &mut r1);
 
     // Checkpoint the restarted process, SIGKILL it, restart again and let it finish.
     let imgs = s.checkpoint();
     check_images(&imgs);
-    s.log(format!("checkpoint 3 done: {imgs:?}, {} lines out", count_lines(&out)));
+    s.log(format!(
+        "checkpoint 3 done: {imgs:?}, {} lines out",
+        count_lines(&out)
+    ));
     assert_running(&mut r1, &out, "before the second SIGKILL");
     s.kill9(pid);
     let st = r1.wait_exit(LINES);
-    s.log(format!("killed pid {pid}; first ckpt-restart: {}", describe_status(&st)));
+    s.log(format!(
+        "killed pid {pid}; first ckpt-restart: {}",
+        describe_status(&st)
+    ));
     assert_empty(&r1_out, "stdout of the first ckpt-restart");
 
     let r2_out = s.path("restart2.stdout");

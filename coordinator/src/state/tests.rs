@@ -768,11 +768,59 @@ fn a_checkpoint_after_restart_ends_the_restart_state() {
     assert_eq!(t.state(), "restarting");
     t.command(9);
     let a = t.msg(9, Msg::CmdCheckpoint);
-    assert!(matches!(to(&a, 1).as_slice(), [Msg::DoCheckpoint { generation: 3, .. }]));
+    assert!(matches!(
+        to(&a, 1).as_slice(),
+        [Msg::DoCheckpoint { generation: 3, .. }]
+    ));
     t.image(1, 3, None);
     t.msg(1, Msg::Resumed { generation: 3 });
     assert_eq!(t.state(), "running");
     // A late Resumed for the restart generation is harmless.
     let a = t.msg(1, Msg::Resumed { generation: 2 });
     assert!(to(&a, 1).is_empty());
+}
+
+#[test]
+fn cmd_restart_count_wins_over_the_announced_one() {
+    // Images may carry a wrong num_peers; ckpt-restart knows how many images it restarts.
+    let mut t = T::new();
+    t.command(9);
+    t.msg(
+        9,
+        Msg::CmdRestart {
+            comp_id: 7,
+            num_peers: 2,
+            generation: 1,
+        },
+    );
+    for (id, vpid) in [(1, 1), (2, 2)] {
+        t.s.connect(id, t.now);
+        let a = t.msg(id, restart_hello(7, vpid, 1, 1));
+        assert!(
+            matches!(to(&a, id).as_slice(), [Msg::Welcome { .. }]),
+            "{a:?}"
+        );
+    }
+    let a = t.barrier(1, "restart");
+    assert!(!released(&a, 1, "restart"));
+    let a = t.barrier(2, "restart");
+    assert!(released(&a, 1, "restart") && released(&a, 2, "restart"));
+}
+
+#[test]
+fn cmd_restart_after_the_first_process_joined() {
+    let mut t = T::new();
+    t.s.connect(1, t.now);
+    t.msg(1, restart_hello(7, 1, 1, 1));
+    t.command(9);
+    let a = t.msg(
+        9,
+        Msg::CmdRestart {
+            comp_id: 7,
+            num_peers: 1,
+            generation: 1,
+        },
+    );
+    assert_eq!(to(&a, 9), vec![Msg::Ok]);
+    assert!(released(&t.barrier(1, "restart"), 1, "restart"));
 }
