@@ -13,7 +13,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 #[derive(Parser)]
-#[command(name = "ckpt-bench", about = "Measure ckpt: checkpoint/restart time, image size, wrapper overhead")]
+#[command(
+    name = "ckpt-bench",
+    about = "Measure ckpt: checkpoint/restart time, image size, wrapper overhead"
+)]
 struct Args {
     /// MiB of memory the subject touches (half random, half zero).
     #[arg(long, default_value_t = 1024)]
@@ -57,7 +60,10 @@ fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) 
 
 impl Env {
     fn new() -> Result<Env> {
-        let bin = std::env::current_exe()?.parent().context("exe dir")?.to_path_buf();
+        let bin = std::env::current_exe()?
+            .parent()
+            .context("exe dir")?
+            .to_path_buf();
         let dir = std::env::temp_dir().join(format!("ckpt-bench-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         let pf = dir.join("port");
@@ -68,10 +74,21 @@ impl Env {
             .stderr(Stdio::null())
             .spawn()
             .context("starting ckpt-coordinator")?;
-        let port = wait_for("the coordinator's port file", Duration::from_secs(10), || {
-            std::fs::read_to_string(&pf).ok().and_then(|s| s.trim().parse::<u16>().ok())
-        })?;
-        Ok(Env { bin, dir, port, coord })
+        let port = wait_for(
+            "the coordinator's port file",
+            Duration::from_secs(10),
+            || {
+                std::fs::read_to_string(&pf)
+                    .ok()
+                    .and_then(|s| s.trim().parse::<u16>().ok())
+            },
+        )?;
+        Ok(Env {
+            bin,
+            dir,
+            port,
+            coord,
+        })
     }
 
     fn command(&self, args: &[&str]) -> Result<String> {
@@ -80,7 +97,10 @@ impl Env {
             .args(args)
             .output()?;
         if !out.status.success() {
-            bail!("ckpt-command {args:?}: {}", String::from_utf8_lossy(&out.stderr).trim());
+            bail!(
+                "ckpt-command {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
@@ -94,9 +114,15 @@ impl Env {
     }
 
     fn compile(&self, src: &str, name: &str) -> Result<PathBuf> {
-        let srcp = Path::new(env!("CARGO_MANIFEST_DIR")).join("progs").join(src);
+        let srcp = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("progs")
+            .join(src);
         let out = self.dir.join(name);
-        let st = Command::new("cc").args(["-O2", "-pthread", "-o"]).arg(&out).arg(&srcp).status()?;
+        let st = Command::new("cc")
+            .args(["-O2", "-pthread", "-o"])
+            .arg(&out)
+            .arg(&srcp)
+            .status()?;
         if !st.success() {
             bail!("compiling {}", srcp.display());
         }
@@ -118,7 +144,9 @@ fn file_len(p: &Path) -> u64 {
 fn kill9(pid: i32, parent: &mut Child) -> Result<()> {
     // SAFETY: SIGKILL to the benchmark subject.
     unsafe { libc::kill(pid, libc::SIGKILL) };
-    wait_for("the subject to die", Duration::from_secs(30), || parent.try_wait().ok().flatten())?;
+    wait_for("the subject to die", Duration::from_secs(30), || {
+        parent.try_wait().ok().flatten()
+    })?;
     Ok(())
 }
 
@@ -127,7 +155,9 @@ fn ckpt_restart_round(env: &Env, mib: u64, runs: usize, gzip: bool) -> Result<()
     let ck = env.dir.join(if gzip { "ck-gz" } else { "ck-raw" });
     let out = env.dir.join("out.txt");
     let mut launch = Command::new(env.bin.join("ckpt-launch"));
-    launch.args(["--coord-port", &env.port.to_string(), "--ckpt-dir"]).arg(&ck);
+    launch
+        .args(["--coord-port", &env.port.to_string(), "--ckpt-dir"])
+        .arg(&ck);
     if !gzip {
         launch.arg("--no-gzip");
     }
@@ -137,9 +167,16 @@ fn ckpt_restart_round(env: &Env, mib: u64, runs: usize, gzip: bool) -> Result<()
         .stdout(std::fs::File::create(&out)?)
         .spawn()
         .context("ckpt-launch")?;
-    wait_for("the subject to touch its memory", Duration::from_secs(300), || {
-        std::fs::read_to_string(&out).ok().filter(|s| s.starts_with("ready")).map(|_| ())
-    })?;
+    wait_for(
+        "the subject to touch its memory",
+        Duration::from_secs(300),
+        || {
+            std::fs::read_to_string(&out)
+                .ok()
+                .filter(|s| s.starts_with("ready"))
+                .map(|_| ())
+        },
+    )?;
     let (mut ck_ms, mut rs_ms) = (Vec::new(), Vec::new());
     let mut size = 0;
     let mut restart_child: Option<Child> = None;
@@ -161,9 +198,11 @@ fn ckpt_restart_round(env: &Env, mib: u64, runs: usize, gzip: bool) -> Result<()
             .arg(&img)
             .spawn()
             .context("ckpt-restart")?;
-        wait_for("the restarted subject to write", Duration::from_secs(300), || {
-            (file_len(&out) > 0).then_some(())
-        })?;
+        wait_for(
+            "the restarted subject to write",
+            Duration::from_secs(300),
+            || (file_len(&out) > 0).then_some(()),
+        )?;
         rs_ms.push(t.elapsed().as_secs_f64() * 1e3);
         restart_child = Some(c);
     }
@@ -173,7 +212,10 @@ fn ckpt_restart_round(env: &Env, mib: u64, runs: usize, gzip: bool) -> Result<()
     let mem = (mib << 20) as f64;
     println!(
         "{:<28} {:>10.0} {:>12.1} {:>8.3} {:>10.0} {:>12.0}",
-        format!("{mib} MiB, {}", if gzip { "gzip level 1" } else { "--no-gzip" }),
+        format!(
+            "{mib} MiB, {}",
+            if gzip { "gzip level 1" } else { "--no-gzip" }
+        ),
         median(&mut ck_ms),
         size as f64 / (1 << 20) as f64,
         size as f64 / mem,
@@ -220,7 +262,10 @@ fn overhead(env: &Env, calls: u64) -> Result<()> {
     };
     let native = run(false)?;
     let under = run(true)?;
-    println!("\n{:<22} {:>12} {:>12} {:>10}", "call (best of 5)", "native ns", "ckpt ns", "delta ns");
+    println!(
+        "\n{:<22} {:>12} {:>12} {:>10}",
+        "call (best of 5)", "native ns", "ckpt ns", "delta ns"
+    );
     for ((name, a), (_, b)) in native.iter().zip(under.iter()) {
         println!("{name:<22} {a:>12.1} {b:>12.1} {:>10.1}", b - a);
     }
@@ -232,7 +277,9 @@ fn main() -> Result<()> {
     let env = Env::new()?;
     println!(
         "ckpt-bench on {} cores; subject touches {} MiB (half random, half zero)\n",
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
         args.mib
     );
     println!(

@@ -141,10 +141,16 @@ pub fn read_header<R: Read>(r: &mut R) -> Result<ImageHeader, ImageError> {
         return Err(ImageError::BadMagic);
     }
     if pre.version != raw::FORMAT_VERSION {
-        return Err(ImageError::Version { found: pre.version, expected: raw::FORMAT_VERSION });
+        return Err(ImageError::Version {
+            found: pre.version,
+            expected: raw::FORMAT_VERSION,
+        });
     }
     if pre.header_len as usize > (64 << 20) {
-        return Err(ImageError::Corrupt(format!("header length {}", pre.header_len)));
+        return Err(ImageError::Corrupt(format!(
+            "header length {}",
+            pre.header_len
+        )));
     }
     let mut body = vec![0u8; pre.header_len as usize];
     read_full(r, &mut body, "header")?;
@@ -154,9 +160,9 @@ pub fn read_header<R: Read>(r: &mut R) -> Result<ImageHeader, ImageError> {
 fn read_full<R: Read>(r: &mut R, buf: &mut [u8], what: &str) -> Result<(), ImageError> {
     match r.read_exact(buf) {
         Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-            Err(ImageError::Truncated(format!("stream ends inside the {what}")))
-        }
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(ImageError::Truncated(format!(
+            "stream ends inside the {what}"
+        ))),
         Err(e) => Err(classify_io(e)),
     }
 }
@@ -186,7 +192,8 @@ pub struct MemberEncoder {
 
 impl MemberEncoder {
     pub fn new(level: u32) -> MemberEncoder {
-        let comp = (level > 0).then(|| flate2::Compress::new(flate2::Compression::new(level), false));
+        let comp =
+            (level > 0).then(|| flate2::Compress::new(flate2::Compression::new(level), false));
         MemberEncoder { level, comp }
     }
 
@@ -196,7 +203,10 @@ impl MemberEncoder {
     pub fn encode(&mut self, data: &[u8], out: &mut Vec<u8>) {
         const HDR: usize = 24;
         out.clear();
-        out.extend_from_slice(&[0x1f, 0x8b, 8, 0x04 /* FEXTRA */, 0, 0, 0, 0, 0, 3 /* unix */]);
+        out.extend_from_slice(&[
+            0x1f, 0x8b, 8, 0x04, /* FEXTRA */
+            0, 0, 0, 0, 0, 3, /* unix */
+        ]);
         out.extend_from_slice(&12u16.to_le_bytes());
         out.extend_from_slice(&EXTRA_ID);
         out.extend_from_slice(&8u16.to_le_bytes());
@@ -367,16 +377,25 @@ mod tests {
         assert_eq!(ulen, MEMBER_CHUNK);
         assert!(total < out.len());
         let mut back = Vec::new();
-        flate2::read::MultiGzDecoder::new(&out[..]).read_to_end(&mut back).unwrap();
+        flate2::read::MultiGzDecoder::new(&out[..])
+            .read_to_end(&mut back)
+            .unwrap();
         assert_eq!(back, data);
     }
 
     #[test]
     fn stored_and_empty_members_are_valid_gzip() {
-        for (data, level) in [(vec![7u8; 200_000], 0), (Vec::new(), 1), (Vec::new(), 0), (vec![1u8; 10], 1)] {
+        for (data, level) in [
+            (vec![7u8; 200_000], 0),
+            (Vec::new(), 1),
+            (Vec::new(), 0),
+            (vec![1u8; 10], 1),
+        ] {
             let m = gzip_member(&data, level);
             let mut back = Vec::new();
-            flate2::read::GzDecoder::new(&m[..]).read_to_end(&mut back).unwrap();
+            flate2::read::GzDecoder::new(&m[..])
+                .read_to_end(&mut back)
+                .unwrap();
             assert_eq!(back, data);
             assert_eq!(member_sizes(&m), Some((m.len(), data.len())));
         }
@@ -412,7 +431,13 @@ mod tests {
         assert_eq!(read_header(&mut &b[..]).unwrap(), h);
         let mut bad = b.clone();
         bad[0] ^= 1;
-        assert!(matches!(read_header(&mut &bad[..]), Err(ImageError::BadMagic)));
-        assert!(matches!(read_header(&mut &b[..20]), Err(ImageError::Truncated(_))));
+        assert!(matches!(
+            read_header(&mut &bad[..]),
+            Err(ImageError::BadMagic)
+        ));
+        assert!(matches!(
+            read_header(&mut &b[..20]),
+            Err(ImageError::Truncated(_))
+        ));
     }
 }

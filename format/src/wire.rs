@@ -65,15 +65,26 @@ pub enum Msg {
     /// First frame of `ckpt-command` / `ckpt-restart`.
     HelloCommand,
     /// Coordinator's answer to `HelloWorker`.
-    Welcome { comp_id: u64, vpid: u64, generation: u64 },
+    Welcome {
+        comp_id: u64,
+        vpid: u64,
+        generation: u64,
+    },
 
     // ---- checkpoint (coordinator <-> worker) --------------------------------------------
     /// Start checkpoint `generation`. `ckpt_dir` overrides the worker's own directory.
-    DoCheckpoint { generation: u64, ckpt_dir: Option<String> },
+    DoCheckpoint {
+        generation: u64,
+        ckpt_dir: Option<String>,
+    },
     /// Worker arrived at a named barrier.
-    Barrier { name: String },
+    Barrier {
+        name: String,
+    },
     /// All live workers arrived at `name`.
-    BarrierReleased { name: String },
+    BarrierReleased {
+        name: String,
+    },
     /// Worker finished writing its image to a temporary file (`error` = why it could not).
     ImageWritten {
         generation: u64,
@@ -84,9 +95,15 @@ pub enum Msg {
     },
     /// Every worker's image is written (`commit: true`: rename into place) or one failed
     /// (`commit: false`: discard the temporary file, the previous generation stays).
-    Commit { generation: u64, commit: bool, reason: Option<String> },
+    Commit {
+        generation: u64,
+        commit: bool,
+        reason: Option<String>,
+    },
     /// Worker renamed (or discarded) its image and resumed its threads.
-    Resumed { generation: u64 },
+    Resumed {
+        generation: u64,
+    },
 
     // ---- commands (ckpt-command / ckpt-restart -> coordinator) --------------------------
     CmdCheckpoint,
@@ -95,13 +112,21 @@ pub enum Msg {
     CmdKill,
     CmdQuit,
     /// Checkpoint every `seconds` (0 = stop periodic checkpoints).
-    CmdInterval { seconds: u64 },
+    CmdInterval {
+        seconds: u64,
+    },
     /// `ckpt-restart` announces a restart: the coordinator adopts `comp_id` if it is idle.
-    CmdRestart { comp_id: u64, num_peers: u32, generation: u64 },
+    CmdRestart {
+        comp_id: u64,
+        num_peers: u32,
+        generation: u64,
+    },
 
     // ---- replies ------------------------------------------------------------------------
     Ok,
-    Error { message: String },
+    Error {
+        message: String,
+    },
     CheckpointDone {
         generation: u64,
         images: Vec<String>,
@@ -120,7 +145,10 @@ pub enum Msg {
 
 /// Encode `msg` as a complete frame (length prefix included).
 pub fn encode(msg: &Msg) -> Vec<u8> {
-    let frame = Frame { version: PROTOCOL_VERSION, msg: msg.clone() };
+    let frame = Frame {
+        version: PROTOCOL_VERSION,
+        msg: msg.clone(),
+    };
     let body = rmp_serde::to_vec_named(&frame).expect("msgpack encoding of a Frame cannot fail");
     let mut out = Vec::with_capacity(body.len() + 4);
     out.extend_from_slice(&(body.len() as u32).to_be_bytes());
@@ -191,7 +219,11 @@ mod tests {
 
     #[test]
     fn wrong_version_is_refused() {
-        let body = rmp_serde::to_vec_named(&Frame { version: 99, msg: Msg::Ok }).unwrap();
+        let body = rmp_serde::to_vec_named(&Frame {
+            version: 99,
+            msg: Msg::Ok,
+        })
+        .unwrap();
         assert!(matches!(decode(&body), Err(WireError::Version(99))));
     }
 }

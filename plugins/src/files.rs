@@ -100,7 +100,12 @@ fn open_dev_null(flags: i32) -> i32 {
 /// Puts `newfd` on number `fd` (closing `newfd`), with the saved close-on-exec flag.
 fn install(newfd: i32, f: &FdInfo) -> Result<(), String> {
     if newfd < 0 {
-        return Err(format!("fd {}: cannot open {}: {}", f.fd, f.path, std::io::Error::last_os_error()));
+        return Err(format!(
+            "fd {}: cannot open {}: {}",
+            f.fd,
+            f.path,
+            std::io::Error::last_os_error()
+        ));
     }
     if newfd != f.fd {
         let fl = if f.cloexec { libc::O_CLOEXEC } else { 0 };
@@ -139,9 +144,13 @@ fn restore_one(f: &FdInfo, warnings: &mut Vec<String>) -> Result<(), String> {
                 ));
             }
             // SAFETY: positioning the fd we just opened.
-            if unsafe { libc::lseek(nfd, f.offset, libc::SEEK_SET) } < 0 && f.kind == FdKind::Regular
+            if unsafe { libc::lseek(nfd, f.offset, libc::SEEK_SET) } < 0
+                && f.kind == FdKind::Regular
             {
-                warnings.push(format!("fd {}: cannot seek {} to {}", f.fd, f.path, f.offset));
+                warnings.push(format!(
+                    "fd {}: cannot seek {} to {}",
+                    f.fd, f.path, f.offset
+                ));
             }
             install(nfd, f)
         }
@@ -160,9 +169,13 @@ fn restore_one(f: &FdInfo, warnings: &mut Vec<String>) -> Result<(), String> {
         FdKind::CharDevice if f.path.starts_with("/dev/") => {
             let p = cstr(&f.path)?;
             // SAFETY: NUL-terminated path.
-            let nfd = unsafe { libc::open(p.as_ptr(), (f.flags & !libc::O_CREAT) | libc::O_CLOEXEC) };
+            let nfd =
+                unsafe { libc::open(p.as_ptr(), (f.flags & !libc::O_CREAT) | libc::O_CLOEXEC) };
             if nfd < 0 {
-                warnings.push(format!("fd {}: cannot reopen {}; it is /dev/null now", f.fd, f.path));
+                warnings.push(format!(
+                    "fd {}: cannot reopen {}; it is /dev/null now",
+                    f.fd, f.path
+                ));
                 install(open_dev_null(f.flags), f)
             } else {
                 install(nfd, f)
@@ -187,7 +200,9 @@ impl Plugin for Files {
             if ctx.core_fds.contains(&fd) {
                 continue;
             }
-            let Some(info) = inspect(fd, self.preexisting.contains(&fd)) else { continue };
+            let Some(info) = inspect(fd, self.preexisting.contains(&fd)) else {
+                continue;
+            };
             match info.kind {
                 FdKind::Regular if info.deleted => ctx.warnings.push(format!(
                     "fd {fd}: {} was deleted; its contents are not saved yet: it will be /dev/null after restart",
@@ -233,7 +248,12 @@ impl Plugin for Files {
             }
         }
         // The new preexisting set is what the image had.
-        self.preexisting = ctx.fds.iter().filter(|f| f.preexisting).map(|f| f.fd).collect();
+        self.preexisting = ctx
+            .fds
+            .iter()
+            .filter(|f| f.preexisting)
+            .map(|f| f.fd)
+            .collect();
         Ok(())
     }
 }

@@ -8,9 +8,16 @@ use std::ffi::CStr;
 pub fn list_numeric_dir(path: &CStr, out: &mut Vec<i32>) -> Result<(), i32> {
     out.clear();
     // SAFETY: NUL-terminated path; open does not allocate.
-    let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+    let fd = unsafe {
+        libc::open(
+            path.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
     if fd < 0 {
-        return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO));
+        return Err(std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO));
     }
     let mut buf = [0u8; 4096];
     loop {

@@ -13,8 +13,12 @@
 use crate::api::{self, CkptContext, Plugin, RestartContext};
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 
-type ClockNanosleep =
-    unsafe extern "C" fn(libc::clockid_t, libc::c_int, *const libc::timespec, *mut libc::timespec) -> libc::c_int;
+type ClockNanosleep = unsafe extern "C" fn(
+    libc::clockid_t,
+    libc::c_int,
+    *const libc::timespec,
+    *mut libc::timespec,
+) -> libc::c_int;
 
 static REAL_CLOCK_NANOSLEEP: AtomicUsize = AtomicUsize::new(0);
 /// Clock readings when the last checkpoint suspended the threads.
@@ -22,19 +26,27 @@ static CKPT_MONO_NS: AtomicI64 = AtomicI64::new(0);
 static CKPT_REAL_NS: AtomicI64 = AtomicI64::new(0);
 
 fn now(clock: libc::clockid_t) -> i64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: valid out-pointer.
     unsafe { libc::clock_gettime(clock, &mut ts) };
     ts.tv_sec * 1_000_000_000 + ts.tv_nsec
 }
 
 fn to_ns(ts: &libc::timespec) -> i64 {
-    ts.tv_sec.saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec)
+    ts.tv_sec
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec)
 }
 
 fn from_ns(ns: i64) -> libc::timespec {
     let ns = ns.max(0);
-    libc::timespec { tv_sec: ns / 1_000_000_000, tv_nsec: ns % 1_000_000_000 }
+    libc::timespec {
+        tv_sec: ns / 1_000_000_000,
+        tv_nsec: ns % 1_000_000_000,
+    }
 }
 
 fn real() -> ClockNanosleep {
@@ -71,10 +83,17 @@ fn sleep_core(
     let skew0 = skew_of(clock);
     let abs = flags & libc::TIMER_ABSTIME != 0;
     // Absolute deadline on `clock` as the program meant it.
-    let deadline = if abs { to_ns(req) } else { now(clock).saturating_add(to_ns(req)) };
+    let deadline = if abs {
+        to_ns(req)
+    } else {
+        now(clock).saturating_add(to_ns(req))
+    };
     let mut cur = *req;
     loop {
-        let mut r = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        let mut r = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
         // SAFETY: calling glibc's clock_nanosleep with valid pointers.
         let ret = unsafe { f(clock, flags, &cur, &mut r) };
         if ret != libc::EINTR {
@@ -133,7 +152,10 @@ fn set_errno(e: libc::c_int) {
 /// # Safety
 /// Same contract as glibc's `nanosleep`.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn nanosleep(req: *const libc::timespec, rem: *mut libc::timespec) -> libc::c_int {
+pub unsafe extern "C" fn nanosleep(
+    req: *const libc::timespec,
+    rem: *mut libc::timespec,
+) -> libc::c_int {
     if req.is_null() {
         set_errno(libc::EFAULT);
         return -1;
@@ -151,8 +173,14 @@ pub unsafe extern "C" fn nanosleep(req: *const libc::timespec, rem: *mut libc::t
 /// `sleep(3)`: returns the seconds left if a (non-checkpoint) signal interrupted it.
 #[unsafe(no_mangle)]
 pub extern "C" fn sleep(secs: libc::c_uint) -> libc::c_uint {
-    let req = libc::timespec { tv_sec: secs as i64, tv_nsec: 0 };
-    let mut rem = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let req = libc::timespec {
+        tv_sec: secs as i64,
+        tv_nsec: 0,
+    };
+    let mut rem = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     match sleep_core(libc::CLOCK_MONOTONIC, 0, &req, &mut rem) {
         libc::EINTR => (rem.tv_sec + i64::from(rem.tv_nsec > 0)) as libc::c_uint,
         _ => 0,

@@ -7,7 +7,7 @@
 //!   are their own mappings. A spin lock protects it; only preload code takes it, and user
 //!   threads are never frozen inside preload code (wrapper exclusion), so it is always free
 //!   when the checkpoint thread needs it.
-//! - the *scratch* arena: while the image is being written ([`scratch_begin`]..[`scratch_end`]),
+//! - the *scratch* arena: while the image is being written ([`scratch_begin`]..[`scratch_off`]),
 //!   every allocation is bumped from here and frees are ignored, so the heap's metadata and
 //!   blocks do not change while their pages are being copied into the image. The scratch arena
 //!   is recorded as empty memory in the image.
@@ -61,13 +61,24 @@ fn reserve(len: u64, name: &core::ffi::CStr) -> u64 {
         )
     };
     if p < 0 {
-        sys::write_all(2, b"ckpt: cannot reserve memory for the preload allocator\n");
+        sys::write_all(
+            2,
+            b"ckpt: cannot reserve memory for the preload allocator\n",
+        );
         sys::exit_group(70);
     }
     // Name it for /proc/self/maps readers (best effort: needs CONFIG_ANON_VMA_NAME).
     // SAFETY: PR_SET_VMA_ANON_NAME only reads the NUL-terminated name.
     unsafe {
-        sys::syscall6(sys::SYS_PRCTL, 0x53564d41, 0, p as usize, len as usize, name.as_ptr() as usize, 0)
+        sys::syscall6(
+            sys::SYS_PRCTL,
+            0x53564d41,
+            0,
+            p as usize,
+            len as usize,
+            name.as_ptr() as usize,
+            0,
+        )
     };
     p as u64
 }
@@ -91,7 +102,11 @@ fn map_large(size: usize) -> *mut u8 {
             0,
         )
     };
-    if p < 0 { core::ptr::null_mut() } else { p as *mut u8 }
+    if p < 0 {
+        core::ptr::null_mut()
+    } else {
+        p as *mut u8
+    }
 }
 
 fn scratch_alloc(layout: Layout) -> *mut u8 {
@@ -137,14 +152,26 @@ pub fn scratch_begin() {
     SCRATCH_ON.store(true, Ordering::SeqCst);
 }
 
-/// Back to the heap; the scratch pages are returned to the kernel.
-pub fn scratch_end() {
+/// Back to the heap. Scratch blocks stay readable until [`scratch_release`], so results can be
+/// copied out of them first.
+pub fn scratch_off() {
     SCRATCH_ON.store(false, Ordering::SeqCst);
+}
+
+/// Returns the scratch pages to the kernel (they read as zero afterwards).
+pub fn scratch_release() {
     let (b, _) = scratch_range();
     let used = (SCRATCH_BUMP.swap(0, Ordering::Relaxed) + 4095) & !4095;
     if used > 0 {
-        // SAFETY: nothing references scratch memory once the writer has returned.
-        unsafe { sys::syscall3(sys::SYS_MADVISE, b as usize, used as usize, libc::MADV_DONTNEED as usize) };
+        // SAFETY: nothing references scratch memory once the writer's results were copied.
+        unsafe {
+            sys::syscall3(
+                sys::SYS_MADVISE,
+                b as usize,
+                used as usize,
+                libc::MADV_DONTNEED as usize,
+            )
+        };
     }
 }
 
@@ -201,7 +228,8 @@ unsafe impl GlobalAlloc for CkptAlloc {
         if p >= sb && p < se {
             // Freeing the newest scratch block gives its space back (Vec growth, temporaries).
             let end = p - sb + layout.size() as u64;
-            let _ = SCRATCH_BUMP.compare_exchange(end, p - sb, Ordering::Relaxed, Ordering::Relaxed);
+            let _ =
+                SCRATCH_BUMP.compare_exchange(end, p - sb, Ordering::Relaxed, Ordering::Relaxed);
             return;
         }
         if SCRATCH_ON.load(Ordering::Relaxed) {

@@ -48,9 +48,15 @@ pub fn log(msg: &str) {
 /// Resolves `host` without getaddrinfo (which may malloc): IP literals and "localhost" only;
 /// the launcher resolves names before exporting them.
 pub fn parse_addr(host: &str, port: u16) -> Option<SocketAddr> {
-    let h = if host == "localhost" { "127.0.0.1" } else { host };
+    let h = if host == "localhost" {
+        "127.0.0.1"
+    } else {
+        host
+    };
     let h = h.trim_start_matches('[').trim_end_matches(']');
-    h.parse::<std::net::IpAddr>().ok().map(|ip| SocketAddr::new(ip, port))
+    h.parse::<std::net::IpAddr>()
+        .ok()
+        .map(|ip| SocketAddr::new(ip, port))
 }
 
 impl Worker {
@@ -100,7 +106,10 @@ impl Worker {
                     // SAFETY: dup3 onto the number our old TcpStream owns; dropping `s` closes
                     // the temporary fd and the old TcpStream object now owns the new socket.
                     if unsafe { libc::dup3(s.as_raw_fd(), n, libc::O_CLOEXEC) } < 0 {
-                        return Err(format!("dup3 coordinator socket: {}", std::io::Error::last_os_error()));
+                        return Err(format!(
+                            "dup3 coordinator socket: {}",
+                            std::io::Error::last_os_error()
+                        ));
                     }
                     drop(s);
                     self.coord.take().expect("checked above")
@@ -122,7 +131,11 @@ impl Worker {
         let _ = st.set_read_timeout(Some(HOST_TIMEOUT));
         wire::send(&mut st, &hello).map_err(|e| format!("coordinator hello: {e}"))?;
         match wire::recv(&mut st) {
-            Ok(Msg::Welcome { comp_id, vpid, generation }) => {
+            Ok(Msg::Welcome {
+                comp_id,
+                vpid,
+                generation,
+            }) => {
                 self.comp_id = comp_id;
                 self.vpid = vpid;
                 self.generation = generation;
@@ -148,28 +161,45 @@ impl Worker {
 
     /// Waits for a barrier release. `Err` = abort the checkpoint.
     fn barrier(&mut self, name: &str) -> Result<(), String> {
-        self.send(&Msg::Barrier { name: name.to_string() })?;
+        self.send(&Msg::Barrier {
+            name: name.to_string(),
+        })?;
         loop {
             match self.recv()? {
                 Msg::BarrierReleased { name: n } if n == name => return Ok(()),
-                Msg::Commit { commit: false, reason, .. } => {
+                Msg::Commit {
+                    commit: false,
+                    reason,
+                    ..
+                } => {
                     return Err(reason.unwrap_or_else(|| "aborted by the coordinator".into()));
                 }
                 Msg::Kill => kill_self(),
-                other => log(&format!("ignoring {other:?} while waiting at barrier {name}")),
+                other => log(&format!(
+                    "ignoring {other:?} while waiting at barrier {name}"
+                )),
             }
         }
     }
 
     fn core_fds(&self) -> Vec<i32> {
-        self.coord.as_ref().map(|s| vec![s.as_raw_fd()]).unwrap_or_default()
+        self.coord
+            .as_ref()
+            .map(|s| vec![s.as_raw_fd()])
+            .unwrap_or_default()
     }
 
     fn image_name(&self) -> String {
         let prog: String = self
             .program
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect();
         format!("ckpt_{prog}_{:016x}_{}.img", self.comp_id, self.vpid)
     }
@@ -188,7 +218,9 @@ impl Worker {
             num_peers: self.num_peers,
             program: self.program.clone(),
             argv: self.argv.clone(),
-            cwd: std::env::current_dir().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default(),
+            cwd: std::env::current_dir()
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default(),
             hostname: node,
             pid: sys::getpid(),
             created_unix_ns: std::time::SystemTime::now()
@@ -209,7 +241,9 @@ impl Worker {
     /// One whole checkpoint. Returns only when user threads run again (or, in a restarted
     /// process, after the restart work).
     fn checkpoint(&mut self, generation: u64, dir: Option<String>) {
-        let dir = dir.map(PathBuf::from).unwrap_or_else(|| self.ckpt_dir.clone());
+        let dir = dir
+            .map(PathBuf::from)
+            .unwrap_or_else(|| self.ckpt_dir.clone());
         let final_path = dir.join(self.image_name());
         let tmp = dir.join(format!("{}.tmp", self.image_name()));
         if let Err(e) = self.barrier("suspend") {
@@ -229,17 +263,10 @@ impl Worker {
         let mut warnings = Vec::new();
         let result = suspended.and_then(|()| self.write_image(generation, &tmp, &mut warnings));
         let (restarted, result) = match result {
-            Ok(true) => (true, Ok(0)),
-            Ok(false) => {
-                // SAFETY: RESULT is only used by this thread.
-                match unsafe { (*(&raw mut writer::RESULT)).take() } {
-                    Some(Ok(o)) => {
-                        warnings.extend(o.warnings);
-                        (false, Ok(o.bytes))
-                    }
-                    Some(Err(e)) => (false, Err(e)),
-                    None => (false, Err("image writer did not run".to_string())),
-                }
+            Ok(None) => (true, Ok(0)),
+            Ok(Some(o)) => {
+                warnings.extend(o.warnings);
+                (false, Ok(o.bytes))
             }
             Err(e) => (false, Err(e)),
         };
@@ -256,7 +283,9 @@ impl Worker {
         };
         let _ = self.send(&Msg::ImageWritten {
             generation,
-            path: error.is_none().then(|| final_path.to_string_lossy().into_owned()),
+            path: error
+                .is_none()
+                .then(|| final_path.to_string_lossy().into_owned()),
             bytes,
             error: error.clone(),
             warnings,
@@ -267,14 +296,20 @@ impl Worker {
                 Ok(Msg::Kill) => kill_self(),
                 Ok(other) => log(&format!("ignoring {other:?} while waiting for commit")),
                 Err(e) => {
-                    log(&format!("checkpoint {generation}: {e}; discarding the image"));
+                    log(&format!(
+                        "checkpoint {generation}: {e}; discarding the image"
+                    ));
                     break false;
                 }
             }
         };
         if commit && error.is_none() {
             if let Err(e) = std::fs::rename(&tmp, &final_path) {
-                log(&format!("cannot rename {} to {}: {e}", tmp.display(), final_path.display()));
+                log(&format!(
+                    "cannot rename {} to {}: {e}",
+                    tmp.display(),
+                    final_path.display()
+                ));
             } else if let Ok(d) = std::fs::File::open(&dir) {
                 let _ = d.sync_all();
             }
@@ -291,12 +326,21 @@ impl Worker {
         let _ = self.send(&Msg::Resumed { generation });
     }
 
-    /// Records plugin state and writes the image. Ok(true) = we are a restarted process.
-    fn write_image(&mut self, generation: u64, tmp: &Path, warnings: &mut Vec<String>) -> Result<bool, String> {
+    /// Records plugin state and writes the image. `Ok(None)`: we are a restarted process.
+    fn write_image(
+        &mut self,
+        generation: u64,
+        tmp: &Path,
+        warnings: &mut Vec<String>,
+    ) -> Result<Option<writer::Outcome>, String> {
         let mut header = self.header(generation);
         let core_fds = self.core_fds();
         let plug_result = {
-            let mut ctx = CkptContext { core_fds: &core_fds, header: &mut header, warnings };
+            let mut ctx = CkptContext {
+                core_fds: &core_fds,
+                header: &mut header,
+                warnings,
+            };
             let mut r = Ok(());
             for p in self.plugins.iter_mut() {
                 if let Err(e) = p.checkpoint(&mut ctx) {
@@ -310,10 +354,15 @@ impl Worker {
         // Main thread = the slot whose tid is the pid.
         let pid = sys::getpid();
         let slots = threads::parked_slots();
-        match slots.iter().position(|s| s.tid.load(core::sync::atomic::Ordering::Relaxed) == pid) {
+        match slots
+            .iter()
+            .position(|s| s.tid.load(core::sync::atomic::Ordering::Relaxed) == pid)
+        {
             Some(i) => restart::MAIN_SLOT.store(i, core::sync::atomic::Ordering::Relaxed),
             None => {
-                return Err("the main thread has exited; cannot checkpoint a process without it".into());
+                return Err(
+                    "the main thread has exited; cannot checkpoint a process without it".into(),
+                );
             }
         }
         header.threads = slots
@@ -331,40 +380,53 @@ impl Worker {
         self.saved_sigactions = save_sigactions();
         // SAFETY: JOB is only used by this thread.
         unsafe {
-            *(&raw mut writer::JOB) = Some(writer::Job { tmp: tmp.to_path_buf(), header, level: self.level });
-            *(&raw mut writer::RESULT) = None;
+            *writer::JOB.get() = Some(writer::Job {
+                tmp: tmp.to_path_buf(),
+                header,
+                level: self.level,
+            });
+            *writer::RESULT.get() = None;
         }
+        self.generation = generation;
         alloc::scratch_begin();
         // SAFETY: write_job only touches JOB/RESULT; see sys::ckpt_point.
         let r = unsafe { sys::ckpt_point(writer::write_job) };
-        alloc::scratch_end();
+        alloc::scratch_off();
         if r == 1 {
-            // Restarted: JOB points into the (now empty) scratch arena; forget it.
+            // Restarted: JOB's header lives in the heap (consistent), its result was never set.
             // SAFETY: single-threaded use of JOB.
-            unsafe { std::mem::forget((*(&raw mut writer::JOB)).take()) };
-            return Ok(true);
+            unsafe { *writer::JOB.get() = None };
+            alloc::scratch_release();
+            return Ok(None);
         }
-        // SAFETY: as above; the job's scratch allocations are ignored by dealloc.
-        unsafe { *(&raw mut writer::JOB) = None };
-        Ok(false)
+        let outcome = writer::take_result();
+        alloc::scratch_release();
+        outcome.map(Some)
     }
 
     /// The restart work, on the recreated checkpoint thread, user threads still held.
     fn after_restart(&mut self) {
         // SAFETY: recorded by this thread at startup; the clone gave us the same TCB.
-        let me = unsafe { &*(&raw const restart::CKPT_THREAD) };
+        let me = unsafe { &*restart::CKPT_THREAD.as_ptr() };
         crate::glibc::fix_thread(me.fs_base, 0, me.robust_head, me.robust_len);
         block_signals_in_ckpt_thread();
         // SAFETY: ARGS was copied by the entry before this thread was created.
-        let args = unsafe { &*(&raw const restart::ARGS) };
+        let args = unsafe { &*restart::ARGS.as_ptr() };
         if let Err(e) = self.restart_work(args) {
             log(&format!("restart failed: {e}"));
             sys::exit_group(75);
         }
         threads::end_suspension_after_restart();
         restart::release_threads();
+        if self.coord.is_some() {
+            let _ = self.send(&Msg::Resumed {
+                generation: self.generation,
+            });
+        }
         if args.flags & raw::RA_MM_NOT_RESTORED != 0 {
-            log("note: the heap break could not be restored (PR_SET_MM_MAP refused); malloc will use mmap");
+            log(
+                "note: the heap break could not be restored (PR_SET_MM_MAP refused); malloc will use mmap",
+            );
         }
     }
 
@@ -374,7 +436,10 @@ impl Worker {
             unsafe { sys::rt_sigaction(*sig, Some(sa), None) };
         }
         if !self.saved_cwd.is_empty() && std::env::set_current_dir(&self.saved_cwd).is_err() {
-            return Err(format!("cannot change to the working directory {}", self.saved_cwd));
+            return Err(format!(
+                "cannot change to the working directory {}",
+                self.saved_cwd
+            ));
         }
         // SAFETY: umask has no failure mode.
         unsafe { libc::umask(self.saved_umask as libc::mode_t) };
@@ -382,8 +447,13 @@ impl Worker {
         let fds = self.saved_fds.clone();
         let mut warnings = Vec::new();
         for p in self.plugins.iter_mut() {
-            let mut ctx = RestartContext { core_fds: &core_fds, fds: &fds, warnings: &mut warnings };
-            p.restart(&mut ctx).map_err(|e| format!("{}: {e}", p.name()))?;
+            let mut ctx = RestartContext {
+                core_fds: &core_fds,
+                fds: &fds,
+                warnings: &mut warnings,
+            };
+            p.restart(&mut ctx)
+                .map_err(|e| format!("{}: {e}", p.name()))?;
         }
         for w in warnings {
             log(&w);
@@ -404,7 +474,9 @@ impl Worker {
                 }
             }
             None => {
-                log(&format!("coordinator host {host:?} is not an IP address; continuing without checkpoints"));
+                log(&format!(
+                    "coordinator host {host:?} is not an IP address; continuing without checkpoints"
+                ));
                 self.coord = None;
             }
         }
@@ -421,15 +493,25 @@ impl Worker {
             }
             let _ = self.coord.as_ref().map(|s| s.set_read_timeout(None));
             match self.recv() {
-                Ok(Msg::DoCheckpoint { generation, ckpt_dir }) => {
-                    let _ = self.coord.as_ref().map(|s| s.set_read_timeout(Some(CKPT_RECV_TIMEOUT)));
+                Ok(Msg::DoCheckpoint {
+                    generation,
+                    ckpt_dir,
+                }) => {
+                    let _ = self
+                        .coord
+                        .as_ref()
+                        .map(|s| s.set_read_timeout(Some(CKPT_RECV_TIMEOUT)));
                     self.checkpoint(generation, ckpt_dir);
                 }
                 Ok(Msg::Kill) => kill_self(),
                 Ok(Msg::Error { message }) => log(&format!("coordinator: {message}")),
-                Ok(other) => log(&format!("unexpected message from the coordinator: {other:?}")),
+                Ok(other) => log(&format!(
+                    "unexpected message from the coordinator: {other:?}"
+                )),
                 Err(e) => {
-                    log(&format!("lost the coordinator ({e}); this process continues without checkpoints"));
+                    log(&format!(
+                        "lost the coordinator ({e}); this process continues without checkpoints"
+                    ));
                     self.coord = None;
                 }
             }
@@ -447,7 +529,16 @@ fn kill_self() -> ! {
 /// internal signals (SIGCANCEL 32, SIGSETXID 33) stay unblocked or setuid() would hang.
 pub fn block_signals_in_ckpt_thread() {
     let mut mask: u64 = !0;
-    for s in [libc::SIGSEGV, libc::SIGBUS, libc::SIGILL, libc::SIGFPE, libc::SIGTRAP, libc::SIGSYS, 32, 33] {
+    for s in [
+        libc::SIGSEGV,
+        libc::SIGBUS,
+        libc::SIGILL,
+        libc::SIGFPE,
+        libc::SIGTRAP,
+        libc::SIGSYS,
+        32,
+        33,
+    ] {
         mask &= !(1u64 << (s - 1));
     }
     sys::sigprocmask(sys::SIG_SETMASK, Some(mask));
@@ -482,7 +573,10 @@ fn read_umask() -> u32 {
 fn rlimits() -> Vec<Rlimit> {
     (0..16u32)
         .filter_map(|r| {
-            let mut l = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+            let mut l = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
             // SAFETY: valid out-pointer.
             (unsafe { libc::getrlimit(r as _, &mut l) } == 0).then_some(Rlimit {
                 resource: r,
@@ -499,7 +593,11 @@ fn uname() -> (String, String, String) {
     // SAFETY: valid out-pointer.
     unsafe { libc::uname(&mut u) };
     let f = |a: &[libc::c_char]| {
-        let b: Vec<u8> = a.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect();
+        let b: Vec<u8> = a
+            .iter()
+            .take_while(|&&c| c != 0)
+            .map(|&c| c as u8)
+            .collect();
         String::from_utf8_lossy(&b).into_owned()
     };
     (f(&u.sysname), f(&u.release), f(&u.nodename))
@@ -515,5 +613,7 @@ unsafe extern "C" {
 
 fn glibc_version() -> String {
     // SAFETY: returns a static NUL-terminated string.
-    unsafe { std::ffi::CStr::from_ptr(gnu_get_libc_version()) }.to_string_lossy().into_owned()
+    unsafe { std::ffi::CStr::from_ptr(gnu_get_libc_version()) }
+        .to_string_lossy()
+        .into_owned()
 }

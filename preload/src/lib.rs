@@ -15,6 +15,7 @@
 //! than ckpt-launch) the constructor does nothing.
 
 mod alloc;
+mod cell;
 mod ckpt;
 mod glibc;
 mod memory;
@@ -54,20 +55,30 @@ fn program_and_argv() -> (String, Vec<String>) {
 /// The constructor. Failures are reported on stderr and leave the program running unmanaged.
 extern "C" fn init() {
     alloc::init();
-    let Some(port) = env("CKPT_COORD_PORT") else { return };
+    let Some(port) = env("CKPT_COORD_PORT") else {
+        return;
+    };
     let host = env("CKPT_COORD_HOST").unwrap_or_else(|| "127.0.0.1".into());
     let Some(port) = port.parse::<u16>().ok() else {
-        ckpt::log(&format!("CKPT_COORD_PORT={port:?} is not a port number; not checkpointing"));
+        ckpt::log(&format!(
+            "CKPT_COORD_PORT={port:?} is not a port number; not checkpointing"
+        ));
         return;
     };
     let Some(addr) = ckpt::parse_addr(&host, port) else {
-        ckpt::log(&format!("CKPT_COORD_HOST={host:?} is not an IP address; not checkpointing"));
+        ckpt::log(&format!(
+            "CKPT_COORD_HOST={host:?} is not an IP address; not checkpointing"
+        ));
         return;
     };
     glibc::probe();
-    let sig = env("CKPT_SIGNAL").and_then(|s| s.parse::<i32>().ok()).unwrap_or(libc::SIGRTMAX() - 2);
+    let sig = env("CKPT_SIGNAL")
+        .and_then(|s| s.parse::<i32>().ok())
+        .unwrap_or(libc::SIGRTMAX() - 2);
     if let Err(e) = threads::install(sig) {
-        ckpt::log(&format!("cannot install the checkpoint signal handler: {e}; not checkpointing"));
+        ckpt::log(&format!(
+            "cannot install the checkpoint signal handler: {e}; not checkpointing"
+        ));
         return;
     }
     let mut plugins = ckpt_plugins::all();
@@ -78,18 +89,25 @@ extern "C" fn init() {
         .map(PathBuf::from)
         .or_else(|| std::env::current_dir().ok())
         .unwrap_or_else(|| PathBuf::from("."));
-    let level = if env("CKPT_GZIP").as_deref() == Some("0") { 0 } else { 1 };
+    let level = if env("CKPT_GZIP").as_deref() == Some("0") {
+        0
+    } else {
+        1
+    };
     let (program, argv) = program_and_argv();
     let mut worker = ckpt::Worker::new(addr, dir, level, program, argv, plugins);
     if let Err(e) = worker.join(false) {
         ckpt::log(&format!("{e}; this process runs without checkpoints"));
         return;
     }
-    let spawned = std::thread::Builder::new().name("ckpt".into()).stack_size(1 << 20).spawn(move || {
-        restart::record_ckpt_thread();
-        ckpt::block_signals_in_ckpt_thread();
-        worker.run();
-    });
+    let spawned = std::thread::Builder::new()
+        .name("ckpt".into())
+        .stack_size(1 << 20)
+        .spawn(move || {
+            restart::record_ckpt_thread();
+            ckpt::block_signals_in_ckpt_thread();
+            worker.run();
+        });
     if let Err(e) = spawned {
         ckpt::log(&format!("cannot start the checkpoint thread: {e}"));
     }

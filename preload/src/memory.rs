@@ -43,8 +43,12 @@ pub fn parse_maps(text: &str) -> Vec<MapEntry> {
             continue;
         };
         let path = it.next().unwrap_or("").trim_start().to_string();
-        let Some((a, b)) = range.split_once('-') else { continue };
-        let (Some(start), Some(end), Some(offset)) = (hex(a), hex(b), hex(off)) else { continue };
+        let Some((a, b)) = range.split_once('-') else {
+            continue;
+        };
+        let (Some(start), Some(end), Some(offset)) = (hex(a), hex(b), hex(off)) else {
+            continue;
+        };
         let p = perms.as_bytes();
         if p.len() < 4 {
             continue;
@@ -115,7 +119,27 @@ pub fn plan(maps: &[MapEntry], skip_data: (u64, u64)) -> Plan {
     let mut files: Vec<FileDep> = Vec::new();
     let mut warnings = Vec::new();
     let mut nspecial = 0;
+    // The kernel may merge the scratch arena with a neighbouring anonymous mapping (its name
+    // is only kept with CONFIG_ANON_VMA_NAME): cut every mapping at the scratch boundaries.
+    let mut pieces: Vec<MapEntry> = Vec::with_capacity(maps.len() + 2);
     for m in maps {
+        let cuts = [
+            m.start,
+            skip_data.0.clamp(m.start, m.end),
+            skip_data.1.clamp(m.start, m.end),
+            m.end,
+        ];
+        for w in cuts.windows(2) {
+            if w[0] < w[1] {
+                let mut p = m.clone();
+                p.offset += w[0] - m.start;
+                p.start = w[0];
+                p.end = w[1];
+                pieces.push(p);
+            }
+        }
+    }
+    for m in &pieces {
         let kind = match m.path.as_str() {
             "[vsyscall]" => continue,
             "[vvar]" => raw::SPECIAL_VVAR,
@@ -125,18 +149,27 @@ pub fn plan(maps: &[MapEntry], skip_data: (u64, u64)) -> Plan {
         };
         if kind != 0 {
             if nspecial < raw::MAX_SPECIAL {
-                special[nspecial] = SpecialArea { kind, start: m.start, end: m.end };
+                special[nspecial] = SpecialArea {
+                    kind,
+                    start: m.start,
+                    end: m.end,
+                };
                 nspecial += 1;
             }
             special_names.push((m.path.clone(), m.end - m.start));
             continue;
         }
-        let mut d = RegionDesc { start: m.start, end: m.end, prot: m.prot, ..Default::default() };
+        let mut d = RegionDesc {
+            start: m.start,
+            end: m.end,
+            prot: m.prot,
+            ..Default::default()
+        };
         let mut path = String::new();
         let mut pages;
         let is_file = m.path.starts_with('/') && m.inode != 0;
         let deleted = m.path.ends_with(" (deleted)");
-        if m.start >= skip_data.0 && m.end <= skip_data.1 {
+        if m.start >= skip_data.0 && m.end <= skip_data.1 && m.start < m.end {
             pages = Pages::None;
         } else if is_file && !deleted {
             match std::fs::metadata(&m.path) {
@@ -160,7 +193,11 @@ pub fn plan(maps: &[MapEntry], skip_data: (u64, u64)) -> Plan {
                         // The file is the truth: push dirty pages to it now.
                         // SAFETY: msync on a mapping that exists (from maps).
                         unsafe {
-                            libc::msync(m.start as *mut libc::c_void, (m.end - m.start) as usize, libc::MS_SYNC)
+                            libc::msync(
+                                m.start as *mut libc::c_void,
+                                (m.end - m.start) as usize,
+                                libc::MS_SYNC,
+                            )
                         };
                         pages = Pages::None;
                     } else {
@@ -173,8 +210,9 @@ pub fn plan(maps: &[MapEntry], skip_data: (u64, u64)) -> Plan {
                 }
             }
         } else if m.shared {
+            d.flags |= raw::RF_SHARED;
             warnings.push(format!(
-                "shared mapping {:#x}-{:#x} {} is restored as private memory (sharing between processes is not restored yet)",
+                "shared mapping {:#x}-{:#x} {} is restored with its contents, but not shared with other processes yet",
                 m.start, m.end, m.path
             ));
             pages = Pages::All;
@@ -193,9 +231,19 @@ pub fn plan(maps: &[MapEntry], skip_data: (u64, u64)) -> Plan {
             d.flags |= raw::RF_NO_DATA;
             pages = Pages::None;
         }
-        regions.push(Planned { desc: d, pages, path });
+        regions.push(Planned {
+            desc: d,
+            pages,
+            path,
+        });
     }
-    Plan { regions, special, special_names, files, warnings }
+    Plan {
+        regions,
+        special,
+        special_names,
+        files,
+        warnings,
+    }
 }
 
 const PM_PRESENT: u64 = 1 << 63;
@@ -225,7 +273,11 @@ pub fn write_runs<W: Write>(plan: &Plan, out: &mut W) -> io::Result<(u64, u64)> 
         if !readable {
             // SAFETY: temporarily allow reading a mapping that exists; restored below.
             unsafe {
-                libc::mprotect(d.start as *mut libc::c_void, (d.end - d.start) as usize, (d.prot | 1) as i32)
+                libc::mprotect(
+                    d.start as *mut libc::c_void,
+                    (d.end - d.start) as usize,
+                    (d.prot | 1) as i32,
+                )
             };
         }
         let npages = ((d.end - d.start) / raw::PAGE) as usize;
@@ -269,14 +321,24 @@ pub fn write_runs<W: Write>(plan: &Plan, out: &mut W) -> io::Result<(u64, u64)> 
                     if r.pages == Pages::All {
                         // The page may not be readable (file truncated under a mapping):
                         // probe it with process_vm_readv, which fails instead of SIGBUS.
-                        let local = libc::iovec { iov_base: bounce.as_mut_ptr() as *mut libc::c_void, iov_len: bounce.len() };
-                        let remote = libc::iovec { iov_base: addr as *mut libc::c_void, iov_len: raw::PAGE as usize };
+                        let local = libc::iovec {
+                            iov_base: bounce.as_mut_ptr() as *mut libc::c_void,
+                            iov_len: bounce.len(),
+                        };
+                        let remote = libc::iovec {
+                            iov_base: addr as *mut libc::c_void,
+                            iov_len: raw::PAGE as usize,
+                        };
                         // SAFETY: reading our own memory into our own buffer.
-                        let n = unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
+                        let n = unsafe {
+                            libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0)
+                        };
                         n == raw::PAGE as isize && !page_is_zero(&bounce)
                     } else {
                         // SAFETY: present/swapped anonymous pages are readable.
-                        let sl = unsafe { std::slice::from_raw_parts(addr as *const u8, raw::PAGE as usize) };
+                        let sl = unsafe {
+                            std::slice::from_raw_parts(addr as *const u8, raw::PAGE as usize)
+                        };
                         !page_is_zero(sl)
                     }
                 };
@@ -294,7 +356,13 @@ pub fn write_runs<W: Write>(plan: &Plan, out: &mut W) -> io::Result<(u64, u64)> 
         flush(&mut run, out)?;
         if !readable {
             // SAFETY: restoring the original protection.
-            unsafe { libc::mprotect(d.start as *mut libc::c_void, (d.end - d.start) as usize, d.prot as i32) };
+            unsafe {
+                libc::mprotect(
+                    d.start as *mut libc::c_void,
+                    (d.end - d.start) as usize,
+                    d.prot as i32,
+                )
+            };
         }
     }
     Ok((nruns, bytes))
@@ -334,6 +402,22 @@ mod tests {
         );
         let p = plan(&maps, (0x9000, 0xa000));
         assert_eq!(p.regions.len(), 4);
+        // A mapping the scratch range cuts in three.
+        let merged = parse_maps("10000-20000 rw-p 00000000 00:00 0\n");
+        let q = plan(&merged, (0x12000, 0x14000));
+        let r: Vec<_> = q
+            .regions
+            .iter()
+            .map(|r| (r.desc.start, r.desc.end, r.pages))
+            .collect();
+        assert_eq!(
+            r,
+            vec![
+                (0x10000, 0x12000, Pages::Anon),
+                (0x12000, 0x14000, Pages::None),
+                (0x14000, 0x20000, Pages::Anon)
+            ]
+        );
         assert_eq!(p.regions[0].pages, Pages::Anon);
         assert!(p.regions[0].desc.flags & raw::RF_HEAP != 0);
         assert_eq!(p.regions[1].pages, Pages::None);

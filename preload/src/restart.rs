@@ -10,13 +10,14 @@
 //!
 //! Until the FS base is set the entry must not touch TLS or call any libc function.
 
+use crate::cell::Owned;
 use crate::{glibc, sys, threads};
 use ckpt_format::raw::RestartArgs;
 use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 /// Copy of the restorer's arguments (the original lives in the zone, which the main thread
 /// unmaps on its way out).
-pub static mut ARGS: RestartArgs = RestartArgs {
+pub static ARGS: Owned<RestartArgs> = Owned::new(RestartArgs {
     zone_start: 0,
     zone_len: 0,
     coord_host: [0; 256],
@@ -24,7 +25,7 @@ pub static mut ARGS: RestartArgs = RestartArgs {
     _pad: [0; 6],
     ckpt_dir: [0; 4096],
     flags: 0,
-};
+});
 
 /// Set by the checkpoint thread when the restart work is done (futex word).
 static RESTART_DONE: AtomicU32 = AtomicU32::new(0);
@@ -39,14 +40,19 @@ pub struct SelfInfo {
     pub robust_len: u64,
 }
 
-pub static mut CKPT_THREAD: SelfInfo = SelfInfo { fs_base: 0, tid_addr: 0, robust_head: 0, robust_len: 0 };
+pub static CKPT_THREAD: Owned<SelfInfo> = Owned::new(SelfInfo {
+    fs_base: 0,
+    tid_addr: 0,
+    robust_head: 0,
+    robust_len: 0,
+});
 
 /// Records the calling (checkpoint) thread's registrations.
 pub fn record_ckpt_thread() {
     let (h, l) = sys::get_robust_list();
     // SAFETY: written once by the checkpoint thread itself before any checkpoint.
     unsafe {
-        CKPT_THREAD = SelfInfo {
+        *CKPT_THREAD.get() = SelfInfo {
             fs_base: sys::get_fs_base(),
             tid_addr: sys::get_tid_address(),
             robust_head: h,
@@ -66,7 +72,12 @@ extern "C" fn user_thread_start(slot: u64) -> ! {
     let s = &threads::SLOTS[slot as usize];
     let fs = s.fs_base.load(Ordering::Relaxed);
     // The kernel already set the FS base (CLONE_SETTLS) and the clear-tid address.
-    glibc::fix_thread(fs, 0, s.robust_head.load(Ordering::Relaxed), s.robust_len.load(Ordering::Relaxed));
+    glibc::fix_thread(
+        fs,
+        0,
+        s.robust_head.load(Ordering::Relaxed),
+        s.robust_len.load(Ordering::Relaxed),
+    );
     wait_done();
     // SAFETY: uctx is this thread's signal frame on its restored stack.
     unsafe { sys::unmap_and_sigreturn(0, 0, s.uctx.load(Ordering::Relaxed)) }
@@ -90,7 +101,7 @@ pub unsafe extern "C" fn ckpt_restart_entry(_arg: u64, args: *const RestartArgs)
     unsafe { sys::set_fs_base(fs) };
     // From here on TLS works (it is the main thread's); still no libc until the end.
     // SAFETY: args points into the zone, valid until we unmap it; ARGS is ours.
-    unsafe { core::ptr::copy_nonoverlapping(args, &raw mut ARGS, 1) };
+    unsafe { core::ptr::copy_nonoverlapping(args, ARGS.as_ptr(), 1) };
     RESTART_DONE.store(0, Ordering::Release);
     glibc::fix_thread(
         fs,
@@ -120,7 +131,7 @@ pub unsafe extern "C" fn ckpt_restart_entry(_arg: u64, args: *const RestartArgs)
     }
     // SAFETY: CKPT_THREAD and CKPT_POINT_RSP were recorded before the image was written.
     let r = unsafe {
-        let ck = &*(&raw const CKPT_THREAD);
+        let ck = &*CKPT_THREAD.as_ptr();
         sys::clone_thread(
             sys::ckpt_point_resume as *const () as u64,
             sys::CKPT_POINT_RSP & !15,
@@ -130,14 +141,17 @@ pub unsafe extern "C" fn ckpt_restart_entry(_arg: u64, args: *const RestartArgs)
         )
     };
     if r < 0 {
-        sys::write_all(2, b"ckpt: cannot recreate the checkpoint thread (clone failed)\n");
+        sys::write_all(
+            2,
+            b"ckpt: cannot recreate the checkpoint thread (clone failed)\n",
+        );
         sys::exit_group(75);
     }
     wait_done();
     // SAFETY: ARGS describes the restorer zone we are running on; uctx is the main thread's
     // signal frame.
     unsafe {
-        let a = &*(&raw const ARGS);
+        let a = &*ARGS.as_ptr();
         sys::unmap_and_sigreturn(a.zone_start, a.zone_len, m.uctx.load(Ordering::Relaxed))
     }
 }

@@ -175,17 +175,37 @@ pub struct Timespec {
 
 /// Waits while `*addr == val`, at most `timeout_ms` (0 = forever). Returns the raw result.
 pub fn futex_wait(addr: &core::sync::atomic::AtomicU32, val: u32, timeout_ms: u64) -> isize {
-    let ts = Timespec { sec: (timeout_ms / 1000) as i64, nsec: ((timeout_ms % 1000) * 1_000_000) as i64 };
-    let tsp = if timeout_ms == 0 { 0 } else { &ts as *const Timespec as usize };
+    let ts = Timespec {
+        sec: (timeout_ms / 1000) as i64,
+        nsec: ((timeout_ms % 1000) * 1_000_000) as i64,
+    };
+    let tsp = if timeout_ms == 0 {
+        0
+    } else {
+        &ts as *const Timespec as usize
+    };
     // SAFETY: addr is a valid aligned u32 for the lifetime of the call; ts outlives it.
     unsafe {
-        syscall4(SYS_FUTEX, addr.as_ptr() as usize, FUTEX_WAIT_PRIVATE, val as usize, tsp)
+        syscall4(
+            SYS_FUTEX,
+            addr.as_ptr() as usize,
+            FUTEX_WAIT_PRIVATE,
+            val as usize,
+            tsp,
+        )
     }
 }
 
 pub fn futex_wake(addr: &core::sync::atomic::AtomicU32) {
     // SAFETY: waking waiters on a valid address has no memory effects.
-    unsafe { syscall3(SYS_FUTEX, addr.as_ptr() as usize, FUTEX_WAKE_PRIVATE, i32::MAX as usize) };
+    unsafe {
+        syscall3(
+            SYS_FUTEX,
+            addr.as_ptr() as usize,
+            FUTEX_WAKE_PRIVATE,
+            i32::MAX as usize,
+        )
+    };
 }
 
 /// The kernel's `struct sigaction` for `rt_sigaction` (not glibc's).
@@ -202,7 +222,11 @@ pub const SA_RESTORER: u64 = 0x0400_0000;
 
 /// # Safety
 /// `new` (if any) must describe a valid handler in this address space.
-pub unsafe fn rt_sigaction(sig: i32, new: Option<&KSigaction>, old: Option<&mut KSigaction>) -> isize {
+pub unsafe fn rt_sigaction(
+    sig: i32,
+    new: Option<&KSigaction>,
+    old: Option<&mut KSigaction>,
+) -> isize {
     let n = new.map_or(0, |p| p as *const KSigaction as usize);
     let o = old.map_or(0, |p| p as *mut KSigaction as usize);
     // SAFETY: pointers are valid or null; sigsetsize is 8 on x86_64.
@@ -216,9 +240,21 @@ pub const SIG_SETMASK: usize = 2;
 pub fn sigprocmask(how: usize, set: Option<u64>) -> u64 {
     let mut old: u64 = 0;
     let s = set.unwrap_or(0);
-    let sp = if set.is_some() { &s as *const u64 as usize } else { 0 };
+    let sp = if set.is_some() {
+        &s as *const u64 as usize
+    } else {
+        0
+    };
     // SAFETY: both pointers are valid for 8 bytes.
-    unsafe { syscall4(SYS_RT_SIGPROCMASK, how, sp, &mut old as *mut u64 as usize, 8) };
+    unsafe {
+        syscall4(
+            SYS_RT_SIGPROCMASK,
+            how,
+            sp,
+            &mut old as *mut u64 as usize,
+            8,
+        )
+    };
     old
 }
 
@@ -408,7 +444,12 @@ pub fn read_file_raw(path: &core::ffi::CStr, buf: &mut [u8]) -> Result<usize, i3
     while n < buf.len() {
         // SAFETY: the destination is the unfilled tail of buf.
         let r = unsafe {
-            syscall3(SYS_READ, fd as usize, buf[n..].as_mut_ptr() as usize, buf.len() - n)
+            syscall3(
+                SYS_READ,
+                fd as usize,
+                buf[n..].as_mut_ptr() as usize,
+                buf.len() - n,
+            )
         };
         if r == -4 {
             continue;
@@ -424,9 +465,11 @@ pub fn read_file_raw(path: &core::ffi::CStr, buf: &mut [u8]) -> Result<usize, i3
 }
 
 pub fn monotonic_ns() -> i64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: valid out-pointer; the vDSO call takes no locks.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec * 1_000_000_000 + ts.tv_nsec
 }
-

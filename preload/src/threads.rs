@@ -60,7 +60,10 @@ extern "C" fn handler(_sig: i32, _info: *mut libc::siginfo_t, uctx: *mut libc::c
     }
     let idx = NSLOTS.fetch_add(1, Ordering::AcqRel) as usize;
     if idx >= MAX_THREADS {
-        sys::write_all(2, b"ckpt: more threads than the checkpoint supports (4096)\n");
+        sys::write_all(
+            2,
+            b"ckpt: more threads than the checkpoint supports (4096)\n",
+        );
         sys::exit_group(70);
     }
     let s = &SLOTS[idx];
@@ -81,7 +84,11 @@ extern "C" fn handler(_sig: i32, _info: *mut libc::siginfo_t, uctx: *mut libc::c
 
 /// Re-delivers a checkpoint signal that arrived inside wrapper bookkeeping.
 extern "C" fn raise_deferred() {
-    sys::tgkill(sys::getpid(), sys::gettid(), CKPT_SIG.load(Ordering::Relaxed));
+    sys::tgkill(
+        sys::getpid(),
+        sys::gettid(),
+        CKPT_SIG.load(Ordering::Relaxed),
+    );
 }
 
 /// Installs the handler (constructor time).
@@ -97,7 +104,10 @@ pub fn install(sig: i32) -> Result<(), String> {
     unsafe { libc::sigfillset(&mut sa.sa_mask) };
     // SAFETY: installing a handler for our own signal.
     if unsafe { libc::sigaction(sig, &sa, core::ptr::null_mut()) } != 0 {
-        return Err(format!("sigaction({sig}): {}", std::io::Error::last_os_error()));
+        return Err(format!(
+            "sigaction({sig}): {}",
+            std::io::Error::last_os_error()
+        ));
     }
     Ok(())
 }
@@ -149,9 +159,7 @@ pub fn suspend_all(timeout_ms: u64) -> Result<(), String> {
         let unparked: Vec<i32> = tasks
             .iter()
             .copied()
-            .filter(|&t| {
-                t != me && !(0..n).any(|i| SLOTS[i].tid.load(Ordering::Acquire) == t)
-            })
+            .filter(|&t| t != me && !(0..n).any(|i| SLOTS[i].tid.load(Ordering::Acquire) == t))
             .collect();
         if unparked.is_empty() && !new_threads && parked as usize == n {
             // Two consecutive quiet listings: no thread is being created behind our back.
@@ -170,7 +178,11 @@ pub fn suspend_all(timeout_ms: u64) -> Result<(), String> {
                     resume_all_internal(false);
                     return Err(format!(
                         "thread {t} is {} (state {}): a stopped or traced thread cannot be checkpointed",
-                        if st == b't' { "being traced" } else { "stopped" },
+                        if st == b't' {
+                            "being traced"
+                        } else {
+                            "stopped"
+                        },
                         st as char
                     ));
                 }
@@ -178,8 +190,10 @@ pub fn suspend_all(timeout_ms: u64) -> Result<(), String> {
         }
         if waited_ms > timeout_ms {
             resume_all_internal(false);
-            let states: Vec<String> =
-                unparked.iter().map(|&t| format!("{t} (state {})", thread_state(t) as char)).collect();
+            let states: Vec<String> = unparked
+                .iter()
+                .map(|&t| format!("{t} (state {})", thread_state(t) as char))
+                .collect();
             return Err(format!(
                 "threads did not stop within {} ms: {} (is the checkpoint signal {sig} blocked?)",
                 timeout_ms,

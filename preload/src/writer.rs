@@ -6,6 +6,7 @@
 //! the allocator is in scratch mode: it must not free heap memory allocated before, call glibc's
 //! malloc, or leave anything behind that the restarted process would need.
 
+use crate::cell::Owned;
 use crate::{alloc, memory, restart};
 use ckpt_format::image::{self, ImageHeader, MemberWriter};
 use ckpt_format::raw::{self, RegionDesc, RestoreBlock};
@@ -27,16 +28,17 @@ pub struct Outcome {
     pub warnings: Vec<String>,
 }
 
-pub static mut JOB: Option<Job> = None;
-pub static mut RESULT: Option<Result<Outcome, String>> = None;
+pub static JOB: Owned<Option<Job>> = Owned::new(None);
+/// Written inside scratch memory: read it with [`take_result`] before the scratch is released.
+pub static RESULT: Owned<Option<Result<Outcome, String>>> = Owned::new(None);
 
 /// `extern "C"` shim for `ckpt_point`.
 pub extern "C" fn write_job() {
     // SAFETY: JOB/RESULT are only touched by the checkpoint thread.
     unsafe {
-        let job = (*(&raw const JOB)).as_ref().expect("job set before ckpt_point");
+        let job = JOB.get().as_ref().expect("job set before ckpt_point");
         let r = write(job);
-        *(&raw mut RESULT) = Some(r);
+        *RESULT.get() = Some(r);
     }
 }
 
@@ -44,7 +46,10 @@ fn stat_fields() -> io::Result<Vec<u64>> {
     let s = std::fs::read_to_string("/proc/self/stat")?;
     let after = s.rfind(')').map(|i| &s[i + 2..]).unwrap_or("");
     // fields[0] is field 3 of proc(5).
-    Ok(after.split_whitespace().map(|f| f.parse::<u64>().unwrap_or(0)).collect())
+    Ok(after
+        .split_whitespace()
+        .map(|f| f.parse::<u64>().unwrap_or(0))
+        .collect())
 }
 
 fn mm_fields() -> io::Result<raw::MmFields> {
@@ -84,7 +89,8 @@ fn write(job: &Job) -> Result<Outcome, String> {
         mm: mm_fields().map_err(|e| format!("reading /proc/self/stat: {e}"))?,
         ..Default::default()
     };
-    let auxv = std::fs::read("/proc/self/auxv").map_err(|e| format!("reading /proc/self/auxv: {e}"))?;
+    let auxv =
+        std::fs::read("/proc/self/auxv").map_err(|e| format!("reading /proc/self/auxv: {e}"))?;
     let words = (auxv.len() / 8).min(raw::MAX_AUXV_WORDS);
     for i in 0..words {
         block.auxv[i] = u64::from_ne_bytes(auxv[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
@@ -115,7 +121,8 @@ fn write(job: &Job) -> Result<Outcome, String> {
     let werr = |e: io::Error| ctx("cannot write", e);
     w.write_all(&image::encode_header(&header)).map_err(werr)?;
     // SAFETY: RestoreBlock and RegionDesc are repr(C) plain data.
-    w.write_all(unsafe { raw::as_bytes(&block) }).map_err(werr)?;
+    w.write_all(unsafe { raw::as_bytes(&block) })
+        .map_err(werr)?;
     for d in &descs {
         // SAFETY: as above.
         w.write_all(unsafe { raw::as_bytes(d) }).map_err(werr)?;
@@ -123,13 +130,38 @@ fn write(job: &Job) -> Result<Outcome, String> {
     w.write_all(&pool).map_err(werr)?;
     let (nruns, _bytes) = memory::write_runs(&plan, &mut w).map_err(werr)?;
     let end = raw::RunHeader { addr: 0, len: 0 };
-    let trailer = raw::Trailer { magic: raw::TRAILER_MAGIC, nruns };
+    let trailer = raw::Trailer {
+        magic: raw::TRAILER_MAGIC,
+        nruns,
+    };
     // SAFETY: plain data structs.
     w.write_all(unsafe { raw::as_bytes(&end) }).map_err(werr)?;
     // SAFETY: plain data struct.
-    w.write_all(unsafe { raw::as_bytes(&trailer) }).map_err(werr)?;
+    w.write_all(unsafe { raw::as_bytes(&trailer) })
+        .map_err(werr)?;
     let file = w.finish().map_err(werr)?;
     file.sync_all().map_err(|e| ctx("cannot fsync", e))?;
     let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
-    Ok(Outcome { bytes, warnings: plan.warnings })
+    Ok(Outcome {
+        bytes,
+        warnings: plan.warnings,
+    })
+}
+
+/// Moves the last outcome out of scratch memory onto the heap (call after `scratch_off`,
+/// before `scratch_release`). Also drops the job.
+pub fn take_result() -> Result<Outcome, String> {
+    // SAFETY: JOB/RESULT are only used by the checkpoint thread.
+    let r = unsafe {
+        *JOB.get() = None;
+        RESULT.get().take()
+    };
+    match r {
+        Some(Ok(o)) => Ok(Outcome {
+            bytes: o.bytes,
+            warnings: o.warnings.iter().map(|w| w.as_str().to_owned()).collect(),
+        }),
+        Some(Err(e)) => Err(e.as_str().to_owned()),
+        None => Err("image writer did not run".to_string()),
+    }
 }

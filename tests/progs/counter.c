@@ -1,6 +1,6 @@
 /* counter.c — deterministic C test program for ckpt's end-to-end tests.
  *
- * Usage: counter [STEPS [SLEEP_MS]]   (defaults: 300 steps, 12 ms)
+ * Usage: counter [STEPS [SLEEP_MS]]   (defaults: 300 steps, 15 ms)
  *
  * Every step mutates, with read-modify-write so that the output depends on the
  * whole history of the memory:
@@ -50,7 +50,7 @@ static void sleep_ms(long ms) {
 
 int main(int argc, char **argv) {
     long steps = argc > 1 ? atol(argv[1]) : 300;
-    long pause = argc > 2 ? atol(argv[2]) : 12;
+    long pause = argc > 2 ? atol(argv[2]) : 15;
     volatile uint64_t stack_arr[STACK_WORDS];
     size_t heap_words = HEAP_BYTES / 8, mmap_words = MMAP_BYTES / 8, i;
     uint64_t *heap = malloc(HEAP_BYTES);

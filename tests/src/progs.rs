@@ -22,7 +22,7 @@ fn progs_dir() -> PathBuf {
 }
 
 impl Prog {
-    /// `progs/counter.c`: heap, mmap, stack and TLS mutation; 300 steps in ~4 s.
+    /// `progs/counter.c`: heap, mmap, stack and TLS mutation; 300 steps in ~4.7 s.
     pub fn counter_c() -> Prog {
         Prog {
             name: "counter_c".into(),

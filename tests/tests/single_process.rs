@@ -3,7 +3,9 @@
 //! restart from the images, checkpoint the restarted process, SIGKILL it, restart again,
 //! let it finish, and require the exact bytes of a native run.
 
-use std::time::Duration;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use ckpt_tests::{Prog, Session, assert_same_output, check_images, count_lines, describe_status};
 
@@ -12,7 +14,7 @@ const LINES: Duration = Duration::from_secs(60);
 /// Deadline for a program to run to its end.
 const FINISH: Duration = Duration::from_secs(180);
 
-fn assert_running(p: &mut ckpt_tests::Proc, out: &std::path::Path, when: &str) {
+fn assert_running(p: &mut ckpt_tests::Proc, out: &Path, when: &str) {
     if let Some(st) = p.try_wait() {
         panic!(
             "{} already exited ({}) {when} with {} lines out: checkpoints too slow for its pace?",
@@ -23,7 +25,7 @@ fn assert_running(p: &mut ckpt_tests::Proc, out: &std::path::Path, when: &str) {
     }
 }
 
-fn assert_empty(path: &std::path::Path, what: &str) {
+fn assert_empty(path: &Path, what: &str) {
     let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     assert_eq!(
         len,
@@ -32,6 +34,24 @@ fn assert_empty(path: &std::path::Path, what: &str) {
         path.display(),
         ckpt_tests::util::tail(path, 10)
     );
+}
+
+/// Checkpoints, logging how long it took, and checks the images' mode (cheap; the
+/// `gzip -t` check is done later, while no program runs, to keep the pace budget).
+fn checkpoint(s: &Session, out: &Path, what: &str) -> Vec<PathBuf> {
+    let before = count_lines(out);
+    let t = Instant::now();
+    let imgs = s.checkpoint();
+    let after = count_lines(out);
+    s.log(format!(
+        "{what}: {imgs:?} in {:?}, lines {before} -> {after}",
+        t.elapsed()
+    ));
+    for img in &imgs {
+        let mode = std::fs::metadata(img).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o600, "image {} has mode {mode:o}", img.display());
+    }
+    imgs
 }
 
 fn scenario(prog: Prog) {
@@ -51,24 +71,21 @@ fn scenario(prog: Prog) {
         "launched as pid {pid}, {} lines out",
         count_lines(&out)
     ));
-    let imgs = s.checkpoint();
-    check_images(&imgs);
+    checkpoint(&s, &out, "checkpoint 1");
     let c1 = count_lines(&out);
-    s.log(format!("checkpoint 1 done: {imgs:?}, {c1} lines out"));
     s.wait_lines(&out, c1 + step, LINES, &mut app);
 
     // Second checkpoint, a few more lines (which the restarted program must rewrite
     // identically at the same offsets), then SIGKILL.
-    let imgs = s.checkpoint();
-    check_images(&imgs);
+    let imgs = checkpoint(&s, &out, "checkpoint 2");
     let c2 = count_lines(&out);
-    s.log(format!("checkpoint 2 done: {imgs:?}, {c2} lines out"));
     s.wait_lines(&out, c2 + (step / 3).max(1), LINES, &mut app);
     assert_running(&mut app, &out, "before the first SIGKILL");
     s.kill9(pid);
     app.wait_exit(LINES);
     let killed_at = count_lines(&out);
-    s.log(format!("killed pid {pid} at {killed_at} lines; restarting"));
+    s.log(format!("killed pid {pid} at {killed_at} lines"));
+    check_images(&imgs);
 
     // Restart; it must continue past the point where it was killed.
     let r1_out = s.path("restart1.stdout");
@@ -81,20 +98,17 @@ fn scenario(prog: Prog) {
     s.wait_lines(&out, killed_at + step, LINES, &mut r1);
 
     // Checkpoint the restarted process, SIGKILL it, restart again and let it finish.
-    let imgs = s.checkpoint();
-    check_images(&imgs);
-    s.log(format!(
-        "checkpoint 3 done: {imgs:?}, {} lines out",
-        count_lines(&out)
-    ));
+    let imgs = checkpoint(&s, &out, "checkpoint 3");
     assert_running(&mut r1, &out, "before the second SIGKILL");
     s.kill9(pid);
     let st = r1.wait_exit(LINES);
     s.log(format!(
-        "killed pid {pid}; first ckpt-restart: {}",
+        "killed pid {pid} at {} lines; first ckpt-restart: {}",
+        count_lines(&out),
         describe_status(&st)
     ));
     assert_empty(&r1_out, "stdout of the first ckpt-restart");
+    check_images(&imgs);
 
     let r2_out = s.path("restart2.stdout");
     let mut r2 = s.restart(&imgs, &r2_out);

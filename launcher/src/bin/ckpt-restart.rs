@@ -102,7 +102,10 @@ fn member_table(path: &Path) -> Result<Option<Vec<(u64, usize)>>> {
             if off == 0 {
                 return Ok(None);
             }
-            bail!("{}: image is corrupt (no gzip member at byte {off})", path.display());
+            bail!(
+                "{}: image is corrupt (no gzip member at byte {off})",
+                path.display()
+            );
         };
         if off + total as u64 > len {
             bail!(
@@ -127,7 +130,9 @@ fn inflate_member(raw: &[u8]) -> std::io::Result<Vec<u8>> {
 /// boundary would otherwise go unnoticed until the restorer runs).
 fn check_trailer(path: &Path, members: &[(u64, usize)]) -> Result<()> {
     use std::io::{Seek, SeekFrom};
-    let Some(&(off, total)) = members.last() else { bail!("{}: image is empty", path.display()) };
+    let Some(&(off, total)) = members.last() else {
+        bail!("{}: image is empty", path.display())
+    };
     let mut f = File::open(path)?;
     f.seek(SeekFrom::Start(off))?;
     let mut raw = vec![0u8; total];
@@ -135,7 +140,8 @@ fn check_trailer(path: &Path, members: &[(u64, usize)]) -> Result<()> {
     let data = inflate_member(&raw)
         .map_err(|e| anyhow!("{}: {}", path.display(), describe(image::classify_io(e))))?;
     let t = std::mem::size_of::<ckpt_format::raw::Trailer>();
-    if data.len() < t || data[data.len() - t..data.len() - t + 8] != ckpt_format::raw::TRAILER_MAGIC {
+    if data.len() < t || data[data.len() - t..data.len() - t + 8] != ckpt_format::raw::TRAILER_MAGIC
+    {
         bail!("{}: image is truncated (no end marker)", path.display());
     }
     Ok(())
@@ -276,7 +282,7 @@ fn run(args: Args) -> Result<i32> {
     let mut conn = ckpt_launcher::CommandConn::open(&host, port)?;
     let adopt = Msg::CmdRestart {
         comp_id: h.computation_id,
-        num_peers: h.num_peers,
+        num_peers: args.images.len() as u32,
         generation: h.generation,
     };
     match conn.request(&adopt, Duration::from_secs(10))? {
@@ -292,7 +298,14 @@ fn run(args: Args) -> Result<i32> {
             .map(Path::to_path_buf)
             .unwrap_or_default(),
     };
-    let code = restore_one(image, tables.swap_remove(0), &restorer, &ip, port, &ckpt_dir);
+    let code = restore_one(
+        image,
+        tables.swap_remove(0),
+        &restorer,
+        &ip,
+        port,
+        &ckpt_dir,
+    );
     drop(conn);
     code
 }
@@ -373,16 +386,25 @@ fn restore_one(
             .and_then(|mut s| feed(&mut s, &mut pipe).map(|_| ())),
     };
     drop(pipe);
-    if let Err(e) = fed {
-        if e.kind() != std::io::ErrorKind::BrokenPipe {
-            // The image is bad: the child may be half-restored; it must not run.
-            // SAFETY: killing and reaping our own child.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-                libc::waitpid(pid, std::ptr::null_mut(), 0);
-            }
-            bail!("{}: {} — restart aborted", image.display(), describe(image::classify_io(e)));
+    // A broken pipe means the restorer refused the image and said why: its exit code tells.
+    if let Err(e) = fed.or_else(|e| {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            Ok(())
+        } else {
+            Err(e)
         }
+    }) {
+        // The image is bad: the child may be half-restored; it must not run.
+        // SAFETY: killing and reaping our own child.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+            libc::waitpid(pid, std::ptr::null_mut(), 0);
+        }
+        bail!(
+            "{}: {} — restart aborted",
+            image.display(),
+            describe(image::classify_io(e))
+        );
     }
     wait_child(pid)
 }
@@ -405,12 +427,19 @@ fn feed<R: Read, W: Write>(r: &mut R, w: &mut W) -> std::io::Result<u64> {
 
 /// Parallel decoding: members are inflated (and CRC-checked) on every core and written to the
 /// restorer in order, so no byte of a corrupt member ever reaches it.
-fn feed_members<W: Write>(image: &Path, members: &[(u64, usize)], w: &mut W) -> std::io::Result<()> {
+fn feed_members<W: Write>(
+    image: &Path,
+    members: &[(u64, usize)],
+    w: &mut W,
+) -> std::io::Result<()> {
     use std::os::unix::fs::FileExt;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::mpsc;
     let f = File::open(image)?;
-    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(1, 8);
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(1, 8);
     let next = AtomicUsize::new(0);
     // Bounded: at most a few members per worker wait in memory.
     let (tx, rx) = mpsc::sync_channel::<(usize, std::io::Result<Vec<u8>>)>(workers * 2);
@@ -426,7 +455,9 @@ fn feed_members<W: Write>(image: &Path, members: &[(u64, usize)], w: &mut W) -> 
                     }
                     let (off, len) = members[i];
                     let mut raw = vec![0u8; len];
-                    let r = f.read_exact_at(&mut raw, off).and_then(|()| inflate_member(&raw));
+                    let r = f
+                        .read_exact_at(&mut raw, off)
+                        .and_then(|()| inflate_member(&raw));
                     if tx.send((i, r)).is_err() {
                         break;
                     }

@@ -1,6 +1,6 @@
 //! rust_counter — deterministic Rust (std) test program for ckpt's end-to-end tests.
 //!
-//! Usage: `rust_counter [STEPS [SLEEP_MS]]` (defaults: 300 steps, 12 ms).
+//! Usage: `rust_counter [STEPS [SLEEP_MS]]` (defaults: 300 steps, 15 ms).
 //!
 //! The Rust twin of `progs/counter.c`: every step read-modify-writes a 64 MiB `Vec` (half
 //! pseudo-random, half resident zeros), a 16 MiB `libc::mmap` anonymous region, a 256 KiB
@@ -45,7 +45,7 @@ impl Rng {
 fn main() {
     let mut args = std::env::args().skip(1);
     let steps: u64 = args.next().map_or(300, |s| s.parse().expect("STEPS"));
-    let pause: u64 = args.next().map_or(12, |s| s.parse().expect("SLEEP_MS"));
+    let pause: u64 = args.next().map_or(15, |s| s.parse().expect("SLEEP_MS"));
 
     let mut rng = Rng(0x1319_8a2e_0370_7344);
     let mut heap: Vec<u64> = Vec::with_capacity(HEAP_WORDS);
