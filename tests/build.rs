@@ -1,7 +1,7 @@
-//! Compiles the C test programs in `progs/` (counter.c, sleeper.c) into OUT_DIR with the
-//! system C compiler (`$CC`, else `cc`) and exports their paths to the crate as
-//! `CKPT_PROG_<NAME>` (read with `env!`). Dynamically linked on purpose: they run under
-//! `LD_PRELOAD=libckpt.so`.
+//! Compiles every C test program `progs/*.c` into OUT_DIR with the system C compiler (`$CC`,
+//! else `cc`, with `-pthread`; `-fopenmp` too for names containing `omp`) and exports each
+//! path to the crate as `CKPT_PROG_<NAME>` (read with `env!`). Dynamically linked on purpose:
+//! they run under `LD_PRELOAD=libckpt.so`. A new test program needs no edit here.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -10,12 +10,24 @@ fn main() {
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR"));
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".to_string());
     println!("cargo:rerun-if-env-changed=CC");
-    for name in ["counter", "sleeper"] {
+    println!("cargo:rerun-if-changed=progs");
+    let mut names: Vec<String> = std::fs::read_dir("progs")
+        .expect("tests/progs")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter_map(|f| f.strip_suffix(".c").map(str::to_string))
+        .collect();
+    names.sort();
+    for name in names {
         let src = format!("progs/{name}.c");
         println!("cargo:rerun-if-changed={src}");
-        let exe = out.join(name);
-        let status = Command::new(&cc)
-            .args(["-O2", "-g", "-Wall", "-Wextra", "-o"])
+        let exe = out.join(&name);
+        let mut cmd = Command::new(&cc);
+        cmd.args(["-O2", "-g", "-Wall", "-Wextra", "-pthread"]);
+        if name.contains("omp") {
+            cmd.arg("-fopenmp");
+        }
+        let status = cmd
+            .arg("-o")
             .arg(&exe)
             .arg(&src)
             .status()

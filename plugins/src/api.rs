@@ -23,6 +23,9 @@ pub static MONO_SKEW_NS: AtomicI64 = AtomicI64::new(0);
 /// Same for CLOCK_REALTIME deadlines.
 pub static REAL_SKEW_NS: AtomicI64 = AtomicI64::new(0);
 
+/// The checkpoint signal number (set by the core before any plugin's `init`).
+pub static CKPT_SIGNAL: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
 pub fn generation() -> u64 {
     GENERATION.load(Ordering::Acquire)
 }

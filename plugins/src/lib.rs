@@ -4,13 +4,26 @@
 //!
 //! - [`files`]: regular files, directories, devices, and fds inherited from outside.
 //! - [`timers`]: sleeps made invisible to checkpoints (EINTR retry with remaining time).
+//! - [`eintr`]: poll/select/epoll/semaphore/socket waits retried after a checkpoint.
+//! - [`signals`]: the checkpoint signal kept out of the program's hands; itimers; pending
+//!   process-directed signals.
+//! - [`posix_timers`]: `timer_create` timers, including `SIGEV_THREAD`.
 
 pub mod api;
+pub mod eintr;
 pub mod files;
+pub mod posix_timers;
 pub mod rawdir;
+pub mod signals;
 pub mod timers;
 
 /// Every built-in plugin, in hook order.
 pub fn all() -> Vec<Box<dyn api::Plugin>> {
-    vec![Box::new(files::Files::default()), Box::new(timers::Timers)]
+    vec![
+        Box::new(files::Files::default()),
+        Box::new(timers::Timers),
+        Box::new(signals::P::default()),
+        Box::new(posix_timers::P::default()),
+        Box::new(eintr::P::default()),
+    ]
 }

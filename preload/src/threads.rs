@@ -94,6 +94,7 @@ extern "C" fn raise_deferred() {
 /// Installs the handler (constructor time).
 pub fn install(sig: i32) -> Result<(), String> {
     CKPT_SIG.store(sig, Ordering::Relaxed);
+    ckpt_plugins::api::CKPT_SIGNAL.store(sig, Ordering::Relaxed);
     ckpt_plugins::api::RAISE_DEFERRED.store(raise_deferred as *const () as u64, Ordering::Release);
     // SAFETY: a zeroed sigaction is valid; we fill handler, flags and mask.
     let mut sa: libc::sigaction = unsafe { core::mem::zeroed() };

@@ -11,6 +11,7 @@
 //!   so tests can run in parallel and clean up after a failure.
 //! * [`procs`] — tracked children ([`Proc`], killed and reaped on drop), commands with a
 //!   deadline ([`run`]), the child-subreaper set-up and the orphan reaper.
+//! * [`scenario::scenario`] — the standard launch/checkpoint/kill/restart cycle of one process.
 //! * [`util`] — [`wait_for_lines`], output comparison, image checks (0600, `gzip -t`).
 //!
 //! Rules the harness follows and new tests should too: never sleep-and-hope (poll for an
@@ -20,6 +21,7 @@
 
 pub mod procs;
 pub mod progs;
+pub mod scenario;
 pub mod session;
 pub mod util;
 
