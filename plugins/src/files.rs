@@ -10,8 +10,9 @@
 //!   outside, e.g. a pipe on fd 251 from a test harness) that are not regular files are
 //!   re-inherited: at restart they are whatever `ckpt-restart` itself has on that number
 //!   (its terminal, its pipes), or `/dev/null` if it has nothing there.
-//! - Other objects (pipes, sockets, event fds created by the program) belong to plugins that do
-//!   not exist yet: the checkpoint warns and they become `/dev/null` after restart.
+//! - Pipes created by the program belong to the pipes plugin. Other objects (sockets, event fds)
+//!   belong to plugins that do not exist yet: the checkpoint warns and they become `/dev/null`
+//!   after restart.
 //!
 //! Runs on the checkpoint thread with user threads frozen: raw /proc reads, no glibc malloc.
 
@@ -83,7 +84,7 @@ fn inspect(fd: i32, preexisting: bool) -> Option<FdInfo> {
 }
 
 /// Whether `ckpt-restart` hands this fd through as it is instead of reopening it.
-fn reinherited(f: &FdInfo) -> bool {
+pub fn reinherited(f: &FdInfo) -> bool {
     (f.fd <= 2 || f.preexisting) && !matches!(f.kind, FdKind::Regular | FdKind::Directory)
 }
 
@@ -210,6 +211,8 @@ impl Plugin for Files {
                 )),
                 FdKind::Regular | FdKind::Directory | FdKind::CharDevice => {}
                 _ if reinherited(&info) => {}
+                // The pipes plugin saves and recreates these.
+                FdKind::Pipe => {}
                 _ => ctx.warnings.push(format!(
                     "fd {fd} ({}) is not checkpointed yet: it will be /dev/null after restart",
                     info.path
@@ -234,6 +237,9 @@ impl Plugin for Files {
             }
         }
         for f in ctx.fds {
+            if f.kind == FdKind::Pipe && !reinherited(f) {
+                continue; // recreated by the pipes plugin, which runs next
+            }
             if f.deleted {
                 install(open_dev_null(f.flags), f)?;
                 continue;

@@ -3,6 +3,7 @@
 //! startup and then runs every plugin's hooks in order at each checkpoint and restart.
 //!
 //! - [`files`]: regular files, directories, devices, and fds inherited from outside.
+//! - [`pipes`]: pipes the program made, with their buffered bytes.
 //! - [`timers`]: sleeps made invisible to checkpoints (EINTR retry with remaining time).
 //! - [`eintr`]: poll/select/epoll/semaphore/socket waits retried after a checkpoint.
 //! - [`signals`]: the checkpoint signal kept out of the program's hands; itimers; pending
@@ -12,6 +13,7 @@
 pub mod api;
 pub mod eintr;
 pub mod files;
+pub mod pipes;
 pub mod posix_timers;
 pub mod rawdir;
 pub mod signals;
@@ -21,6 +23,7 @@ pub mod timers;
 pub fn all() -> Vec<Box<dyn api::Plugin>> {
     vec![
         Box::new(files::Files::default()),
+        Box::new(pipes::Pipes::default()),
         Box::new(timers::Timers),
         Box::new(signals::P::default()),
         Box::new(posix_timers::P::default()),

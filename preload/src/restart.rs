@@ -78,7 +78,9 @@ extern "C" fn user_thread_start(slot: u64) -> ! {
         s.robust_head.load(Ordering::Relaxed),
         s.robust_len.load(Ordering::Relaxed),
     );
+    sys::set_thread_name(&threads::slot_name(s));
     wait_done();
+    threads::requeue_private_pending(s);
     // SAFETY: uctx is this thread's signal frame on its restored stack.
     unsafe { sys::unmap_and_sigreturn(0, 0, s.uctx.load(Ordering::Relaxed)) }
 }
@@ -89,6 +91,9 @@ extern "C" fn user_thread_start(slot: u64) -> ! {
 /// Only `ckpt-restorer` calls this, in a process whose memory is the image's.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ckpt_restart_entry(_arg: u64, args: *const RestartArgs) -> ! {
+    // Nothing may be delivered until each thread's own mask comes back with rt_sigreturn
+    // (re-queued pending signals, handlers being restored); recreated threads inherit this.
+    sys::sigprocmask(sys::SIG_SETMASK, Some(!0));
     let main = MAIN_SLOT.load(Ordering::Relaxed);
     let slots = threads::parked_slots();
     if main >= slots.len() {
@@ -147,7 +152,9 @@ pub unsafe extern "C" fn ckpt_restart_entry(_arg: u64, args: *const RestartArgs)
         );
         sys::exit_group(75);
     }
+    sys::set_thread_name(&threads::slot_name(m));
     wait_done();
+    threads::requeue_private_pending(m);
     // SAFETY: ARGS describes the restorer zone we are running on; uctx is the main thread's
     // signal frame.
     unsafe {

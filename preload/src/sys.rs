@@ -19,6 +19,8 @@ pub const SYS_BRK: usize = 12;
 pub const SYS_RT_SIGACTION: usize = 13;
 pub const SYS_RT_SIGPROCMASK: usize = 14;
 pub const SYS_RT_SIGRETURN: usize = 15;
+pub const SYS_RT_SIGTIMEDWAIT: usize = 128;
+pub const SYS_RT_TGSIGQUEUEINFO: usize = 297;
 pub const SYS_MADVISE: usize = 28;
 pub const SYS_GETPID: usize = 39;
 pub const SYS_CLONE: usize = 56;
@@ -282,6 +284,54 @@ pub fn set_robust_list(head: u64, len: u64) {
 }
 
 const PR_GET_TID_ADDRESS: usize = 40;
+const PR_SET_NAME: usize = 15;
+const PR_GET_NAME: usize = 16;
+
+/// The calling thread's name (comm), 16 bytes NUL-padded.
+pub fn get_thread_name() -> [u8; 16] {
+    let mut b = [0u8; 16];
+    // SAFETY: PR_GET_NAME writes at most 16 bytes.
+    unsafe { syscall2(SYS_PRCTL, PR_GET_NAME, b.as_mut_ptr() as usize) };
+    b
+}
+
+pub fn set_thread_name(name: &[u8; 16]) {
+    let mut b = *name;
+    b[15] = 0;
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
+    unsafe { syscall2(SYS_PRCTL, PR_SET_NAME, b.as_ptr() as usize) };
+}
+
+/// Dequeues one pending signal of `set` without waiting; returns its number (0 = none) and
+/// fills `info` (128 bytes).
+pub fn take_pending(set: u64, info: &mut [u8; 128]) -> i32 {
+    let ts = Timespec { sec: 0, nsec: 0 };
+    // SAFETY: set, info and ts are valid for the kernel's reads and writes.
+    let r = unsafe {
+        syscall4(
+            SYS_RT_SIGTIMEDWAIT,
+            &set as *const u64 as usize,
+            info.as_mut_ptr() as usize,
+            &ts as *const Timespec as usize,
+            8,
+        )
+    };
+    if r > 0 { r as i32 } else { 0 }
+}
+
+/// Queues `sig` with `info` to thread `tid` of this process.
+pub fn requeue(pid: i32, tid: i32, sig: i32, info: &[u8; 128]) {
+    // SAFETY: info is a full siginfo; sending to our own process is always permitted.
+    unsafe {
+        syscall4(
+            SYS_RT_TGSIGQUEUEINFO,
+            pid as usize,
+            tid as usize,
+            sig as usize,
+            info.as_ptr() as usize,
+        )
+    };
+}
 
 /// The calling thread's clear-child-tid address (glibc: `&pd->tid`).
 pub fn get_tid_address() -> u64 {

@@ -13,10 +13,17 @@
 use crate::sys;
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
 
-pub const MAX_THREADS: usize = 4096;
+pub const MAX_THREADS: usize = 1024;
+/// Thread-directed pending signals kept per thread (more are dropped with a warning).
+pub const MAX_PENDING: usize = 8;
 
 /// What the handler records for one thread.
 pub struct Slot {
+    /// Thread name (comm), 16 bytes.
+    pub name: [AtomicU64; 2],
+    /// Thread-directed signals that were pending, with their siginfo, in dequeue order.
+    pub npending: AtomicU32,
+    pub pending: crate::cell::Owned<[[u8; 128]; MAX_PENDING]>,
     pub tid: AtomicI32,
     pub uctx: AtomicU64,
     pub fs_base: AtomicU64,
@@ -28,6 +35,9 @@ pub struct Slot {
 impl Slot {
     const fn new() -> Slot {
         Slot {
+            name: [AtomicU64::new(0), AtomicU64::new(0)],
+            npending: AtomicU32::new(0),
+            pending: crate::cell::Owned::new([[0; 128]; MAX_PENDING]),
             tid: AtomicI32::new(0),
             uctx: AtomicU64::new(0),
             fs_base: AtomicU64::new(0),
@@ -67,6 +77,16 @@ extern "C" fn handler(_sig: i32, _info: *mut libc::siginfo_t, uctx: *mut libc::c
         sys::exit_group(70);
     }
     let s = &SLOTS[idx];
+    let name = sys::get_thread_name();
+    s.name[0].store(
+        u64::from_ne_bytes(name[..8].try_into().expect("8")),
+        Ordering::Relaxed,
+    );
+    s.name[1].store(
+        u64::from_ne_bytes(name[8..].try_into().expect("8")),
+        Ordering::Relaxed,
+    );
+    save_private_pending(s);
     let (rh, rl) = sys::get_robust_list();
     s.uctx.store(uctx as u64, Ordering::Relaxed);
     s.fs_base.store(sys::get_fs_base(), Ordering::Relaxed);
@@ -80,6 +100,73 @@ extern "C" fn handler(_sig: i32, _info: *mut libc::siginfo_t, uctx: *mut libc::c
     while RELEASE.load(Ordering::Acquire) == epoch {
         sys::futex_wait(&RELEASE, epoch, 0);
     }
+    requeue_private_pending(s);
+}
+
+/// This thread's private pending set, from /proc/thread-self/status (`SigPnd:`).
+fn private_pending_set() -> u64 {
+    let mut buf = [0u8; 2048];
+    let Ok(n) = sys::read_file_raw(c"/proc/thread-self/status", &mut buf) else {
+        return 0;
+    };
+    let text = &buf[..n];
+    let key = b"SigPnd:";
+    let Some(pos) = text.windows(key.len()).position(|w| w == key) else {
+        return 0;
+    };
+    let mut v: u64 = 0;
+    for &c in text[pos + key.len()..]
+        .iter()
+        .skip_while(|c| c.is_ascii_whitespace())
+    {
+        let d = match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            _ => break,
+        };
+        v = (v << 4) | d as u64;
+    }
+    v
+}
+
+/// Takes this thread's pending thread-directed signals (they would otherwise be lost at
+/// restart: a new thread starts with none) and keeps them with their siginfo.
+fn save_private_pending(s: &Slot) {
+    let ckpt = 1u64 << (CKPT_SIG.load(Ordering::Relaxed) - 1);
+    let set = private_pending_set() & !ckpt;
+    let mut n = 0;
+    if set != 0 {
+        // SAFETY: only this thread touches its slot's pending array until it is released.
+        let arr = unsafe { s.pending.get() };
+        while n < MAX_PENDING {
+            if sys::take_pending(set, &mut arr[n]) == 0 {
+                break;
+            }
+            n += 1;
+        }
+    }
+    s.npending.store(n as u32, Ordering::Release);
+}
+
+/// Queues the saved signals again to the calling thread (after a resume, or in the
+/// recreated thread after a restart); they are delivered once its mask allows.
+pub fn requeue_private_pending(s: &Slot) {
+    let n = s.npending.swap(0, Ordering::AcqRel) as usize;
+    // SAFETY: this thread owns its slot's pending array while parked/recreated.
+    let arr = unsafe { s.pending.get() };
+    let (pid, tid) = (sys::getpid(), sys::gettid());
+    for info in arr.iter().take(n) {
+        let sig = i32::from_ne_bytes(info[..4].try_into().expect("4"));
+        sys::requeue(pid, tid, sig, info);
+    }
+}
+
+/// The saved thread name of a slot.
+pub fn slot_name(s: &Slot) -> [u8; 16] {
+    let mut b = [0u8; 16];
+    b[..8].copy_from_slice(&s.name[0].load(Ordering::Relaxed).to_ne_bytes());
+    b[8..].copy_from_slice(&s.name[1].load(Ordering::Relaxed).to_ne_bytes());
+    b
 }
 
 /// Re-delivers a checkpoint signal that arrived inside wrapper bookkeeping.

@@ -56,6 +56,17 @@ fn checkpoint(s: &Session, out: &Path, what: &str) -> Vec<PathBuf> {
 /// the run; checkpoint, SIGKILL; restart; checkpoint the restarted process, SIGKILL; restart
 /// again; let it finish; require the exact bytes of a native run, images 0600 and `gzip -t`.
 pub fn scenario(prog: Prog) {
+    scenario_ending(prog, None)
+}
+
+/// [`scenario`] for a program that ends by dying of `signal` (natively and after restart:
+/// `ckpt-restart` dies of the same signal), or exits 0 when `signal` is `None`.
+pub fn scenario_ending(prog: Prog, signal: Option<i32>) {
+    use std::os::unix::process::ExitStatusExt;
+    let ends_well = |st: &std::process::ExitStatus| match signal {
+        None => st.success(),
+        Some(sig) => st.signal() == Some(sig),
+    };
     let s = Session::new(&prog.name);
     let n = prog.lines;
     let step = (n / 10).max(2);
@@ -116,7 +127,7 @@ pub fn scenario(prog: Prog) {
     let st = r2.wait_exit(FINISH);
     s.log(format!("second ckpt-restart: {}", describe_status(&st)));
     assert!(
-        st.success(),
+        ends_well(&st),
         "restarted {} ended with {}; ckpt-restart stderr:\n{}\noutput tail:\n{}\n{}",
         prog.name,
         describe_status(&st),
@@ -127,7 +138,11 @@ pub fn scenario(prog: Prog) {
     assert_empty(&r2_out, "stdout of the second ckpt-restart");
 
     let st = native.wait_exit(FINISH);
-    assert!(st.success(), "native run failed: {}", describe_status(&st));
+    assert!(
+        ends_well(&st),
+        "native run ended with {}",
+        describe_status(&st)
+    );
     assert_eq!(count_lines(&native_out), n, "native run line count");
     assert_same_output(&native_out, &out);
 }
