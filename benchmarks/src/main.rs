@@ -225,6 +225,62 @@ fn ckpt_restart_round(env: &Env, mib: u64, runs: usize, gzip: bool) -> Result<()
     Ok(())
 }
 
+/// Suspend latency (checkpoint request → every thread parked), from libckpt's `CKPT_STATS` log.
+fn suspend_latency(env: &Env, threads: &[u32]) -> Result<()> {
+    let prog = env.compile("nthreads.c", "nthreads")?;
+    println!(
+        "\n{:<22} {:>14} {:>14}",
+        "threads (incl. main)", "median us", "max us"
+    );
+    for &n in threads {
+        let out = env.dir.join(format!("nthreads-{n}.out"));
+        let err = env.dir.join(format!("nthreads-{n}.err"));
+        let mut child = Command::new(env.bin.join("ckpt-launch"))
+            .args(["--coord-port", &env.port.to_string(), "--ckpt-dir"])
+            .arg(env.dir.join("ck-threads"))
+            .arg(&prog)
+            .arg(n.to_string())
+            .env("CKPT_STATS", "1")
+            .stdout(std::fs::File::create(&out)?)
+            .stderr(std::fs::File::create(&err)?)
+            .spawn()?;
+        wait_for(
+            "the subject to start its threads",
+            Duration::from_secs(30),
+            || {
+                std::fs::read_to_string(&out)
+                    .ok()
+                    .filter(|s| s.starts_with("ready"))
+                    .map(|_| ())
+            },
+        )?;
+        for _ in 0..7 {
+            env.command(&["--checkpoint"])?;
+        }
+        let log = std::fs::read_to_string(&err)?;
+        let mut us: Vec<f64> = log
+            .lines()
+            .filter_map(|l| {
+                l.split("suspended ")
+                    .nth(1)?
+                    .split(" in ")
+                    .nth(1)?
+                    .split(' ')
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .collect();
+        kill9(env.program_pid()?, &mut child)?;
+        if us.is_empty() {
+            bail!("no suspend figures in {}", err.display());
+        }
+        let max = us.iter().cloned().fold(0.0, f64::max);
+        println!("{n:<22} {:>14.0} {max:>14.0}", median(&mut us));
+    }
+    Ok(())
+}
+
 fn parse_calls(s: &str) -> Vec<(String, f64)> {
     s.lines()
         .filter_map(|l| {
@@ -288,6 +344,7 @@ fn main() -> Result<()> {
     );
     ckpt_restart_round(&env, args.mib, args.runs, true)?;
     ckpt_restart_round(&env, args.mib, args.runs, false)?;
+    suspend_latency(&env, &[1, 8, 64])?;
     overhead(&env, args.calls)?;
     Ok(())
 }

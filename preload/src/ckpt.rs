@@ -29,6 +29,8 @@ pub struct Worker {
     pub argv: Vec<String>,
     pub plugins: Vec<Box<dyn Plugin>>,
     pub suspend_timeout_ms: u64,
+    /// `CKPT_STATS=1`: log suspend latency and image figures on stderr (for ckpt-bench).
+    pub stats: bool,
     /// State recorded at the last checkpoint and used at restart.
     saved_fds: Vec<FdInfo>,
     saved_sigactions: Vec<(i32, sys::KSigaction)>,
@@ -81,6 +83,7 @@ impl Worker {
             argv,
             plugins,
             suspend_timeout_ms: 10_000,
+            stats: std::env::var_os("CKPT_STATS").is_some(),
             saved_fds: Vec::new(),
             saved_sigactions: Vec::new(),
             saved_cwd: String::new(),
@@ -250,7 +253,9 @@ impl Worker {
             log(&format!("checkpoint {generation} aborted: {e}"));
             return;
         }
+        let t0 = sys::monotonic_ns();
         let suspended = threads::suspend_all(self.suspend_timeout_ms);
+        let suspend_us = (sys::monotonic_ns() - t0) / 1000;
         // suspend_all has already released the threads if it failed.
         let threads_held = suspended.is_ok();
         if let Err(e) = self.barrier("suspended") {
@@ -273,6 +278,13 @@ impl Worker {
         if restarted {
             self.after_restart();
             return;
+        }
+        if self.stats {
+            log(&format!(
+                "stats: suspended {} threads in {suspend_us} us; image {:?}",
+                threads::parked_slots().len(),
+                result
+            ));
         }
         let (bytes, error) = match &result {
             Ok(b) => (*b, None),
