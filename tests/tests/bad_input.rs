@@ -272,3 +272,60 @@ fn checkpoint_into_unwritable_dir() {
     assert!(native.wait_exit(Duration::from_secs(120)).success());
     assert_same_output(&native_out, &out);
 }
+
+/// Rewrites the msgpack header of `img` with `edit` into a new, otherwise identical image.
+fn with_header(
+    s: &Session,
+    img: &Path,
+    name: &str,
+    edit: impl FnOnce(&mut ckpt_format::image::ImageHeader),
+) -> PathBuf {
+    use ckpt_format::image::{self, MemberWriter};
+    let mut stream = Vec::new();
+    flate2::read::MultiGzDecoder::new(std::fs::File::open(img).unwrap())
+        .read_to_end(&mut stream)
+        .unwrap();
+    let mut rest = &stream[..];
+    let mut h = image::read_header(&mut rest).unwrap();
+    edit(&mut h);
+    let out = s.path(name);
+    let mut w = MemberWriter::new(std::fs::File::create(&out).unwrap(), 1);
+    w.write_all(&image::encode_header(&h)).unwrap();
+    w.write_all(rest).unwrap();
+    w.finish().unwrap();
+    out
+}
+
+#[test]
+fn restart_refuses_foreign_kernel_glibc_and_arch() {
+    let s = Session::new("foreign_image");
+    let img = one_image(&s);
+    let cases: [(&str, &str, fn(&mut ckpt_format::image::ImageHeader)); 3] = [
+        ("kernel.img", "kernel", |h| {
+            h.kernel_release = "2.6.32-ancient".into()
+        }),
+        ("glibc.img", "glibc", |h| h.glibc_version = "2.17".into()),
+        ("arch.img", "aarch64", |h| h.arch = "aarch64".into()),
+    ];
+    for (name, word, edit) in cases {
+        let bad = with_header(&s, &img, name, edit);
+        let out = run(s.restart_command(&[bad.clone()]), Duration::from_secs(60));
+        assert_clean_failure(&out, &[name]);
+        assert!(
+            out.stderr.contains(word),
+            "the message should name the field ({word}):\n{out}"
+        );
+        assert_no_leftovers(&s);
+    }
+}
+
+#[test]
+fn restart_names_a_missing_file() {
+    let s = Session::new("missing_file");
+    let img = one_image(&s);
+    // The program's stdout was app.out: the image needs it back at its offset.
+    std::fs::remove_file(s.path("app.out")).unwrap();
+    let out = run(s.restart_command(&[img]), Duration::from_secs(60));
+    assert_clean_failure(&out, &["app.out"]);
+    assert_no_leftovers(&s);
+}
