@@ -300,7 +300,8 @@ fn with_header(
 fn restart_refuses_foreign_kernel_glibc_and_arch() {
     let s = Session::new("foreign_image");
     let img = one_image(&s);
-    let cases: [(&str, &str, fn(&mut ckpt_format::image::ImageHeader)); 3] = [
+    type Edit = fn(&mut ckpt_format::image::ImageHeader);
+    let cases: [(&str, &str, Edit); 3] = [
         ("kernel.img", "kernel", |h| {
             h.kernel_release = "2.6.32-ancient".into()
         }),
@@ -309,7 +310,10 @@ fn restart_refuses_foreign_kernel_glibc_and_arch() {
     ];
     for (name, word, edit) in cases {
         let bad = with_header(&s, &img, name, edit);
-        let out = run(s.restart_command(&[bad.clone()]), Duration::from_secs(60));
+        let out = run(
+            s.restart_command(std::slice::from_ref(&bad)),
+            Duration::from_secs(60),
+        );
         assert_clean_failure(&out, &[name]);
         assert!(
             out.stderr.contains(word),
