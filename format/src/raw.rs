@@ -172,7 +172,10 @@ pub struct RestartArgs {
     /// Coordinator to join after restart.
     pub coord_host: [u8; 256],
     pub coord_port: u16,
-    pub _pad: [u8; 6],
+    pub _pad: [u8; 2],
+    /// The restored process's pid as the coordinator and the user outside see it, when it runs
+    /// in its own pid namespace (its `getpid()` is then the pid it had at checkpoint); 0 = same.
+    pub outer_pid: u32,
     /// Directory for the next checkpoints (empty = keep the one from the image).
     pub ckpt_dir: [u8; 4096],
     /// Bit 0: the restorer could not apply PR_SET_MM_MAP (brk left as is).

@@ -13,6 +13,8 @@
 //! timeout. Errors that callers need to tell apart are [`ClientError`]s (downcast them from
 //! `anyhow::Error`).
 
+pub mod pidns;
+
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::net::{TcpStream, ToSocketAddrs, UdpSocket};

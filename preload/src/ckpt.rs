@@ -31,6 +31,8 @@ pub struct Worker {
     pub suspend_timeout_ms: u64,
     /// `CKPT_STATS=1`: log suspend latency and image figures on stderr (for ckpt-bench).
     pub stats: bool,
+    /// Our pid as seen from outside our pid namespace (restarted with identical pids), else 0.
+    pub outer_pid: i32,
     /// State recorded at the last checkpoint and used at restart.
     saved_fds: Vec<FdInfo>,
     saved_sigactions: Vec<(i32, sys::KSigaction)>,
@@ -84,6 +86,7 @@ impl Worker {
             plugins,
             suspend_timeout_ms: 10_000,
             stats: std::env::var_os("CKPT_STATS").is_some(),
+            outer_pid: 0,
             saved_fds: Vec::new(),
             saved_sigactions: Vec::new(),
             saved_cwd: String::new(),
@@ -127,7 +130,12 @@ impl Worker {
             restarting,
             num_peers: if restarting { self.num_peers } else { 0 },
             generation: self.generation,
-            pid: sys::getpid(),
+            // The coordinator lists the pid users can signal from where they are.
+            pid: if self.outer_pid != 0 {
+                self.outer_pid
+            } else {
+                sys::getpid()
+            },
             host: hostname(),
             program: self.program.clone(),
         };
@@ -390,6 +398,8 @@ impl Worker {
         self.saved_cwd = header.cwd.clone();
         self.saved_umask = header.umask;
         self.saved_sigactions = save_sigactions();
+        // SAFETY: only the checkpoint thread writes CAPS, with user threads stopped.
+        unsafe { *restart::CAPS.get() = sys::capget(pid) };
         // SAFETY: JOB is only used by this thread.
         unsafe {
             *writer::JOB.get() = Some(writer::Job {
@@ -424,6 +434,11 @@ impl Worker {
         block_signals_in_ckpt_thread();
         // SAFETY: ARGS was copied by the entry before this thread was created.
         let args = unsafe { &*restart::ARGS.as_ptr() };
+        if args.outer_pid != 0 {
+            // SAFETY: CAPS was written at checkpoint time.
+            sys::capset_self(unsafe { &*restart::CAPS.as_ptr() });
+        }
+        self.outer_pid = args.outer_pid as i32;
         if let Err(e) = self.restart_work(args) {
             log(&format!("restart failed: {e}"));
             sys::exit_group(75);

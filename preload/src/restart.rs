@@ -22,7 +22,8 @@ pub static ARGS: Owned<RestartArgs> = Owned::new(RestartArgs {
     zone_len: 0,
     coord_host: [0; 256],
     coord_port: 0,
-    _pad: [0; 6],
+    _pad: [0; 2],
+    outer_pid: 0,
     ckpt_dir: [0; 4096],
     flags: 0,
 });
@@ -34,6 +35,7 @@ pub static MAIN_SLOT: AtomicUsize = AtomicUsize::new(usize::MAX);
 
 /// The checkpoint thread's own TCB and kernel registrations, recorded when it starts.
 pub struct SelfInfo {
+    pub tid: i32,
     pub fs_base: u64,
     pub tid_addr: u64,
     pub robust_head: u64,
@@ -41,6 +43,7 @@ pub struct SelfInfo {
 }
 
 pub static CKPT_THREAD: Owned<SelfInfo> = Owned::new(SelfInfo {
+    tid: 0,
     fs_base: 0,
     tid_addr: 0,
     robust_head: 0,
@@ -53,11 +56,46 @@ pub fn record_ckpt_thread() {
     // SAFETY: written once by the checkpoint thread itself before any checkpoint.
     unsafe {
         *CKPT_THREAD.get() = SelfInfo {
+            tid: sys::gettid(),
             fs_base: sys::get_fs_base(),
             tid_addr: sys::get_tid_address(),
             robust_head: h,
             robust_len: l,
         };
+    }
+}
+
+/// Capabilities of the main thread at checkpoint time (restored in every thread when the
+/// restart ran in its own user namespace, where the restorer got extra ones to pick tids).
+pub static CAPS: Owned<sys::Caps> = Owned::new([0; 6]);
+
+/// True when the process was restarted in its own pid namespace (threads keep their tids).
+fn same_tids() -> bool {
+    // SAFETY: ARGS is written once by the entry before any thread is created.
+    unsafe { (*ARGS.as_ptr()).outer_pid != 0 }
+}
+
+/// Creates a thread, with its old tid when the restart runs in its own pid namespace.
+///
+/// # Safety
+/// As `sys::clone_thread`.
+unsafe fn spawn(start: u64, stack: u64, tls: u64, tid_addr: u64, arg: u64, old_tid: i32) -> isize {
+    if same_tids() {
+        // SAFETY: forwarded contract.
+        let r = unsafe { sys::clone3_thread(start, stack, tls, tid_addr, arg, old_tid) };
+        if r >= 0 {
+            return r;
+        }
+    }
+    // SAFETY: forwarded contract.
+    unsafe { sys::clone_thread(start, stack, tls, tid_addr, arg) }
+}
+
+/// Gives the calling thread back the capabilities the program had.
+fn restore_caps() {
+    if same_tids() {
+        // SAFETY: CAPS is only written at checkpoint time, with all threads stopped.
+        sys::capset_self(unsafe { &*CAPS.as_ptr() });
     }
 }
 
@@ -80,6 +118,7 @@ extern "C" fn user_thread_start(slot: u64) -> ! {
     );
     sys::set_thread_name(&threads::slot_name(s));
     wait_done();
+    restore_caps();
     threads::requeue_private_pending(s);
     // SAFETY: uctx is this thread's signal frame on its restored stack.
     unsafe { sys::unmap_and_sigreturn(0, 0, s.uctx.load(Ordering::Relaxed)) }
@@ -121,12 +160,13 @@ pub unsafe extern "C" fn ckpt_restart_entry(_arg: u64, args: *const RestartArgs)
         let stack = (s.uctx.load(Ordering::Relaxed) - 8192) & !15;
         // SAFETY: the thread's own stack lies below its signal frame; its TCB is restored.
         let r = unsafe {
-            sys::clone_thread(
+            spawn(
                 user_thread_start as *const () as u64,
                 stack,
                 s.fs_base.load(Ordering::Relaxed),
                 s.tid_addr.load(Ordering::Relaxed),
                 i as u64,
+                s.tid.load(Ordering::Relaxed),
             )
         };
         if r < 0 {
@@ -137,12 +177,13 @@ pub unsafe extern "C" fn ckpt_restart_entry(_arg: u64, args: *const RestartArgs)
     // SAFETY: CKPT_THREAD and CKPT_POINT_RSP were recorded before the image was written.
     let r = unsafe {
         let ck = &*CKPT_THREAD.as_ptr();
-        sys::clone_thread(
+        spawn(
             sys::ckpt_point_resume as *const () as u64,
             sys::CKPT_POINT_RSP & !15,
             ck.fs_base,
             ck.tid_addr,
             0,
+            ck.tid,
         )
     };
     if r < 0 {
@@ -154,6 +195,7 @@ pub unsafe extern "C" fn ckpt_restart_entry(_arg: u64, args: *const RestartArgs)
     }
     sys::set_thread_name(&threads::slot_name(m));
     wait_done();
+    restore_caps();
     threads::requeue_private_pending(m);
     // SAFETY: ARGS describes the restorer zone we are running on; uctx is the main thread's
     // signal frame.

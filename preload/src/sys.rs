@@ -36,6 +36,9 @@ pub const SYS_TGKILL: usize = 234;
 pub const SYS_SET_ROBUST_LIST: usize = 273;
 pub const SYS_GET_ROBUST_LIST: usize = 274;
 pub const SYS_RSEQ: usize = 334;
+pub const SYS_CLONE3: usize = 435;
+pub const SYS_CAPGET: usize = 125;
+pub const SYS_CAPSET: usize = 126;
 
 const ARCH_SET_FS: usize = 0x1002;
 const ARCH_GET_FS: usize = 0x1003;
@@ -397,6 +400,98 @@ pub unsafe fn clone_thread(start: u64, stack: u64, tls: u64, tid_addr: u64, arg:
         );
     }
     ret
+}
+
+/// Like [`clone_thread`] but with `clone3(2)` and `set_tid`: the new thread gets kernel tid
+/// `tid` (needs CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN in the user namespace that owns our pid
+/// namespace). Returns the tid or a negative errno (then nothing was created).
+///
+/// # Safety
+/// As [`clone_thread`].
+pub unsafe fn clone3_thread(
+    start: u64,
+    stack: u64,
+    tls: u64,
+    tid_addr: u64,
+    arg: u64,
+    tid: i32,
+) -> isize {
+    let flags = (libc::CLONE_VM
+        | libc::CLONE_FS
+        | libc::CLONE_FILES
+        | libc::CLONE_SIGHAND
+        | libc::CLONE_THREAD
+        | libc::CLONE_SYSVSEM
+        | libc::CLONE_SETTLS
+        | libc::CLONE_PARENT_SETTID
+        | libc::CLONE_CHILD_CLEARTID) as u64;
+    let set_tid: i32 = tid;
+    // struct clone_args (v2, 88 bytes): flags, pidfd, child_tid, parent_tid, exit_signal,
+    // stack, stack_size, tls, set_tid, set_tid_size, cgroup. The child's sp = stack + size.
+    let args: [u64; 11] = [
+        flags,
+        0,
+        tid_addr,
+        tid_addr,
+        0,
+        stack - 16,
+        16,
+        tls,
+        &set_tid as *const i32 as u64,
+        1,
+        0,
+    ];
+    let ret: isize;
+    // SAFETY: raw clone3(2); the child calls `start(arg)` on its new stack and never returns.
+    unsafe {
+        asm!(
+            "syscall",
+            "test rax, rax",
+            "jnz 2f",
+            "xor ebp, ebp",
+            "mov rdi, r13",
+            "call r12",
+            "ud2",
+            "2:",
+            inlateout("rax") SYS_CLONE3 as isize => ret,
+            in("rdi") args.as_ptr(),
+            in("rsi") core::mem::size_of_val(&args),
+            in("r12") start,
+            in("r13") arg,
+            lateout("rcx") _, lateout("r11") _,
+            options(nostack),
+        );
+    }
+    ret
+}
+
+/// Capability sets of a thread (`capget` v3: effective, permitted, inheritable × 2 words).
+pub type Caps = [u32; 6];
+
+pub fn capget(tid: i32) -> Caps {
+    let hdr: [u32; 2] = [0x2008_0522, tid as u32];
+    let mut data: Caps = [0; 6];
+    // SAFETY: v3 header and two data structs (6 u32).
+    unsafe {
+        syscall2(
+            SYS_CAPGET,
+            hdr.as_ptr() as usize,
+            data.as_mut_ptr() as usize,
+        )
+    };
+    data
+}
+
+/// Sets the calling thread's capabilities to `caps` and clears its ambient set.
+pub fn capset_self(caps: &Caps) {
+    const PR_CAP_AMBIENT: usize = 47;
+    const PR_CAP_AMBIENT_CLEAR_ALL: usize = 4;
+    let hdr: [u32; 2] = [0x2008_0522, 0];
+    // SAFETY: prctl and capset with valid pointers on the calling thread only.
+    unsafe {
+        syscall2(SYS_PRCTL, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL);
+        syscall2(SYS_CAPSET, hdr.as_ptr() as usize, caps.as_ptr() as usize);
+    }
 }
 
 /// Unmaps `[start, start+len)` — the stack we are running on — and returns from the signal

@@ -66,3 +66,8 @@ fn raise_pthread_kill_and_abort_after_restart() {
         Some(libc::SIGABRT),
     );
 }
+
+#[test]
+fn mutexes_held_across_restart_unlock_and_ids_stay() {
+    scenario(prog("mutex_held", env!("CKPT_PROG_MUTEX_HELD"), &[], 254));
+}

@@ -300,6 +300,7 @@ fn run(args: Args) -> Result<i32> {
     };
     let code = restore_one(
         image,
+        h.pid,
         tables.swap_remove(0),
         &restorer,
         &ip,
@@ -323,6 +324,7 @@ fn resolve(host: &str) -> Result<String> {
 /// Forks the restorer, feeds it, waits for the restored program. Returns its exit code.
 fn restore_one(
     image: &Path,
+    orig_pid: i32,
     members: Option<Vec<(u64, usize)>>,
     restorer: &Path,
     ip: &str,
@@ -345,30 +347,58 @@ fn restore_one(
         cstr(&port.to_string())?,
         cstr(&ckpt_dir.to_string_lossy())?,
     ];
-    let argv: Vec<*const libc::c_char> = argv_s
-        .iter()
-        .map(|c| c.as_ptr())
-        .chain(std::iter::once(std::ptr::null()))
-        .collect();
+    // argv[5], OUTER_PID, is written in place by the child (no allocation after fork).
+    let mut outer_buf = [0u8; 16];
+    let mut argv: Vec<*const libc::c_char> = argv_s.iter().map(|c| c.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    argv.push(std::ptr::null());
+    let use_ns = orig_pid > 1 && ckpt_launcher::pidns::usable();
+    if std::env::var_os("CKPT_DEBUG").is_some() {
+        eprintln!("ckpt-restart: pid {orig_pid}, namespaces {use_ns}");
+    }
+    let (rd_fd, wr_fd) = (rd.as_raw_fd(), wr.as_raw_fd());
+    let argv_ptr = argv.as_mut_ptr();
+    let outer_ptr = outer_buf.as_mut_ptr();
+    let exec = |outer: u32| {
+        // SAFETY: async-signal-safe calls only, in the child; argv outlives the exec.
+        unsafe {
+            if outer != 0 {
+                let mut digits = [0u8; 10];
+                let mut n = outer;
+                let mut i = digits.len();
+                while n > 0 || i == digits.len() {
+                    i -= 1;
+                    digits[i] = b'0' + (n % 10) as u8;
+                    n /= 10;
+                }
+                let len = digits.len() - i;
+                std::ptr::copy_nonoverlapping(digits[i..].as_ptr(), outer_ptr, len);
+                *outer_ptr.add(len) = 0;
+                *argv_ptr.add(5) = outer_ptr as *const libc::c_char;
+            }
+            libc::fcntl(rd_fd, libc::F_SETFD, 0);
+            let mut empty: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut empty);
+            libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+            libc::execv(prog.as_ptr(), argv_ptr as *const *const libc::c_char);
+            let msg = b"ckpt-restart: cannot execute ckpt-restorer\n";
+            libc::write(2, msg.as_ptr().cast(), msg.len());
+            libc::_exit(127);
+        }
+    };
 
-    // SAFETY: fork; the child only calls async-signal-safe functions before execv.
+    // SAFETY: fork of this single-threaded process; the child only makes syscalls.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
         bail!("fork: {}", std::io::Error::last_os_error());
     }
     if pid == 0 {
-        // Child: the pipe's read end survives exec; default signal state; exec the restorer.
-        // SAFETY: async-signal-safe calls only.
-        unsafe {
-            libc::fcntl(rd.as_raw_fd(), libc::F_SETFD, 0);
-            let mut empty: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut empty);
-            libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-            libc::execv(prog.as_ptr(), argv.as_ptr());
-            let msg = b"ckpt-restart: cannot execute ckpt-restorer\n";
-            libc::write(2, msg.as_ptr().cast(), msg.len());
-            libc::_exit(127);
+        if use_ns {
+            ckpt_launcher::pidns::run_chain(orig_pid, &[rd_fd, wr_fd], &exec);
         }
+        exec(0);
+        // SAFETY: exec returns only after reporting its failure.
+        unsafe { libc::_exit(127) };
     }
     drop(rd);
     // The restored program owns the terminal's signals; we just wait for it.
