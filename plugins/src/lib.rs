@@ -27,6 +27,6 @@ pub fn all() -> Vec<Box<dyn api::Plugin>> {
         Box::new(timers::Timers),
         Box::new(signals::P::default()),
         Box::new(posix_timers::P::default()),
-        Box::new(eintr::P::default()),
+        Box::new(eintr::P),
     ]
 }
