@@ -100,6 +100,9 @@ extern "C" fn init() {
         ckpt::log(&format!("{e}; this process runs without checkpoints"));
         return;
     }
+    // The thread inherits the mask it is created with: create it with every signal blocked so
+    // no program handler can ever run on it, then give it its own mask.
+    let old = sys::sigprocmask(sys::SIG_SETMASK, Some(!0));
     let spawned = std::thread::Builder::new()
         .name("ckpt".into())
         .stack_size(1 << 20)
@@ -108,6 +111,7 @@ extern "C" fn init() {
             ckpt::block_signals_in_ckpt_thread();
             worker.run();
         });
+    sys::sigprocmask(sys::SIG_SETMASK, Some(old));
     if let Err(e) = spawned {
         ckpt::log(&format!("cannot start the checkpoint thread: {e}"));
     }
