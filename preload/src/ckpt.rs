@@ -84,7 +84,10 @@ impl Worker {
             program,
             argv,
             plugins,
-            suspend_timeout_ms: 10_000,
+            suspend_timeout_ms: std::env::var("CKPT_SUSPEND_TIMEOUT_MS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(10_000),
             stats: std::env::var_os("CKPT_STATS").is_some(),
             outer_pid: 0,
             saved_fds: Vec::new(),

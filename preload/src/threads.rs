@@ -200,6 +200,21 @@ pub fn install(sig: i32) -> Result<(), String> {
     Ok(())
 }
 
+/// `SigBlk` of thread `tid` (its blocked mask), from /proc.
+fn blocked_set(tid: i32) -> u64 {
+    let path = format!("/proc/self/task/{tid}/status\0");
+    let mut buf = [0u8; 2048];
+    let p = core::ffi::CStr::from_bytes_with_nul(path.as_bytes()).expect("NUL-terminated");
+    let Ok(n) = sys::read_file_raw(p, &mut buf) else {
+        return 0;
+    };
+    let text = String::from_utf8_lossy(&buf[..n]);
+    text.lines()
+        .find_map(|l| l.strip_prefix("SigBlk:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0)
+}
+
 fn thread_state(tid: i32) -> u8 {
     let path = format!("/proc/self/task/{tid}/stat\0");
     let mut buf = [0u8; 512];
@@ -280,10 +295,21 @@ pub fn suspend_all(timeout_ms: u64) -> Result<(), String> {
             resume_all_internal(false);
             let states: Vec<String> = unparked
                 .iter()
-                .map(|&t| format!("{t} (state {})", thread_state(t) as char))
+                .map(|&t| {
+                    let blocked = blocked_set(t) & (1u64 << (sig - 1)) != 0;
+                    format!(
+                        "{t} ({}, state {})",
+                        if blocked {
+                            "blocks the checkpoint signal"
+                        } else {
+                            "not responding"
+                        },
+                        thread_state(t) as char
+                    )
+                })
                 .collect();
             return Err(format!(
-                "threads did not stop within {} ms: {} (is the checkpoint signal {sig} blocked?)",
+                "threads did not stop within {} ms: {} (checkpoint signal {sig})",
                 timeout_ms,
                 states.join(", ")
             ));

@@ -333,3 +333,46 @@ fn restart_names_a_missing_file() {
     assert_clean_failure(&out, &["app.out"]);
     assert_no_leftovers(&s);
 }
+
+#[test]
+fn thread_blocking_the_checkpoint_signal_fails_fast_and_harms_nothing() {
+    let s = Session::new("blocker");
+    let prog = Prog {
+        name: "blocker".into(),
+        program: env!("CKPT_PROG_BLOCKER").into(),
+        args: vec![],
+        lines: 251,
+    };
+    let native_out = s.path("native.out");
+    let mut native = s.run_native(&prog, &native_out);
+    let out = s.path("app.out");
+    let mut cmd = s.command(bin("ckpt-launch"));
+    cmd.args(["--coord-host", "127.0.0.1", "--coord-port"])
+        .arg(s.port().to_string())
+        .arg("--ckpt-dir")
+        .arg(s.ckpt_dir())
+        .arg(&prog.program)
+        .env("CKPT_SUSPEND_TIMEOUT_MS", "1000");
+    let mut app = s.spawn_to(cmd, "launch-blocker", &out);
+    s.wait_lines(&out, 20, LINES, &mut app);
+    let t = Instant::now();
+    let failed = s
+        .try_checkpoint()
+        .expect_err("a checkpoint must not succeed with a thread blocking its signal");
+    assert!(
+        t.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert_clean_failure(&failed, &["blocks the checkpoint signal"]);
+    let now = count_lines(&out);
+    s.wait_lines(&out, now + 10, LINES, &mut app);
+    let st = app.wait_exit(LINES);
+    assert!(
+        st.success(),
+        "program after the failed checkpoint: {}",
+        describe_status(&st)
+    );
+    native.wait_exit(LINES);
+    assert_same_output(&native_out, &out);
+}
