@@ -259,11 +259,15 @@ pub fn suspend_all(timeout_ms: u64) -> Result<(), String> {
         }
         let n = NSLOTS.load(Ordering::Acquire) as usize;
         let parked = PARKED.load(Ordering::Acquire);
-        let unparked: Vec<i32> = tasks
+        let mut unparked: Vec<i32> = tasks
             .iter()
             .copied()
             .filter(|&t| t != me && !(0..n).any(|i| SLOTS[i].tid.load(Ordering::Acquire) == t))
             .collect();
+        if !unparked.is_empty() && sys::monotonic_ns() - start > 20_000_000 {
+            // A thread that is exiting never runs a handler: wait it out, don't wait for it.
+            unparked.retain(|&t| !matches!(thread_state(t), b'Z' | b'X' | b'?'));
+        }
         if unparked.is_empty() && !new_threads && parked as usize == n {
             // Two consecutive quiet listings: no thread is being created behind our back.
             stable_rounds += 1;

@@ -71,3 +71,8 @@ fn raise_pthread_kill_and_abort_after_restart() {
 fn mutexes_held_across_restart_unlock_and_ids_stay() {
     scenario(prog("mutex_held", env!("CKPT_PROG_MUTEX_HELD"), &[], 254));
 }
+
+#[test]
+fn threads_born_and_dying_during_checkpoints() {
+    scenario(prog("churn", env!("CKPT_PROG_CHURN"), &[], 300));
+}
