@@ -211,8 +211,9 @@ impl Plugin for Files {
                 )),
                 FdKind::Regular | FdKind::Directory | FdKind::CharDevice => {}
                 _ if reinherited(&info) => {}
-                // The pipes plugin saves and recreates these.
+                // The pipes and timerfd plugins save and recreate these.
                 FdKind::Pipe => {}
+                _ if crate::timerfd::is_timerfd(&info) => {}
                 _ => ctx.warnings.push(format!(
                     "fd {fd} ({}) is not checkpointed yet: it will be /dev/null after restart",
                     info.path
@@ -237,8 +238,8 @@ impl Plugin for Files {
             }
         }
         for f in ctx.fds {
-            if f.kind == FdKind::Pipe && !reinherited(f) {
-                continue; // recreated by the pipes plugin, which runs next
+            if (f.kind == FdKind::Pipe && !reinherited(f)) || crate::timerfd::is_timerfd(f) {
+                continue; // recreated by the pipes and timerfd plugins, which run next
             }
             if f.deleted {
                 install(open_dev_null(f.flags), f)?;

@@ -4,6 +4,7 @@
 //!
 //! - [`files`]: regular files, directories, devices, and fds inherited from outside.
 //! - [`pipes`]: pipes the program made, with their buffered bytes.
+//! - [`timerfd`]: timer fds with their clock, interval and remaining time.
 //! - [`timers`]: sleeps made invisible to checkpoints (EINTR retry with remaining time).
 //! - [`eintr`]: poll/select/epoll/semaphore/socket waits retried after a checkpoint.
 //! - [`signals`]: the checkpoint signal kept out of the program's hands; itimers; pending
@@ -17,6 +18,7 @@ pub mod pipes;
 pub mod posix_timers;
 pub mod rawdir;
 pub mod signals;
+pub mod timerfd;
 pub mod timers;
 
 /// Every built-in plugin, in hook order.
@@ -24,6 +26,7 @@ pub fn all() -> Vec<Box<dyn api::Plugin>> {
     vec![
         Box::new(files::Files::default()),
         Box::new(pipes::Pipes::default()),
+        Box::new(timerfd::TimerFds::default()),
         Box::new(timers::Timers),
         Box::new(signals::P::default()),
         Box::new(posix_timers::P::default()),

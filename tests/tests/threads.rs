@@ -76,3 +76,8 @@ fn mutexes_held_across_restart_unlock_and_ids_stay() {
 fn threads_born_and_dying_during_checkpoints() {
     scenario(prog("churn", env!("CKPT_PROG_CHURN"), &[], 300));
 }
+
+#[test]
+fn timerfd_keeps_clock_interval_remaining_time_and_flags() {
+    scenario(prog("timerfd", env!("CKPT_PROG_TIMERFD"), &[], 250));
+}
