@@ -441,3 +441,41 @@ mod tests {
         ));
     }
 }
+
+/// What identifies this host in an image header and what `ckpt-restart` compares it with.
+pub mod host {
+    fn uname_field(pick: fn(&libc::utsname) -> &[libc::c_char]) -> String {
+        // SAFETY: a zeroed utsname is valid; uname fills it.
+        let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+        // SAFETY: valid out-pointer.
+        unsafe { libc::uname(&mut u) };
+        let b: Vec<u8> = pick(&u)
+            .iter()
+            .take_while(|&&c| c != 0)
+            .map(|&c| c as u8)
+            .collect();
+        String::from_utf8_lossy(&b).into_owned()
+    }
+
+    /// `uname -r`.
+    pub fn kernel_release() -> String {
+        uname_field(|u| &u.release)
+    }
+
+    /// `uname -n`.
+    pub fn name() -> String {
+        uname_field(|u| &u.nodename)
+    }
+
+    unsafe extern "C" {
+        fn gnu_get_libc_version() -> *const libc::c_char;
+    }
+
+    /// The running glibc's version ("2.36").
+    pub fn glibc_version() -> String {
+        // SAFETY: returns a static NUL-terminated string.
+        unsafe { std::ffi::CStr::from_ptr(gnu_get_libc_version()) }
+            .to_string_lossy()
+            .into_owned()
+    }
+}

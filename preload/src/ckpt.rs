@@ -219,13 +219,11 @@ impl Worker {
     }
 
     fn header(&self, generation: u64) -> ImageHeader {
-        let (sysname, release, node) = uname();
-        let _ = sysname;
         ImageHeader {
             format_version: raw::FORMAT_VERSION,
             arch: ckpt_format::image::current_arch().to_string(),
-            kernel_release: release,
-            glibc_version: glibc_version(),
+            kernel_release: ckpt_format::image::host::kernel_release(),
+            glibc_version: ckpt_format::image::host::glibc_version(),
             computation_id: self.comp_id,
             generation,
             vpid: self.vpid,
@@ -235,7 +233,7 @@ impl Worker {
             cwd: std::env::current_dir()
                 .map(|p| p.to_string_lossy().into_owned())
                 .unwrap_or_default(),
-            hostname: node,
+            hostname: hostname(),
             pid: sys::getpid(),
             created_unix_ns: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -617,33 +615,6 @@ fn rlimits() -> Vec<Rlimit> {
         .collect()
 }
 
-fn uname() -> (String, String, String) {
-    // SAFETY: zeroed utsname is valid; uname fills it.
-    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
-    // SAFETY: valid out-pointer.
-    unsafe { libc::uname(&mut u) };
-    let f = |a: &[libc::c_char]| {
-        let b: Vec<u8> = a
-            .iter()
-            .take_while(|&&c| c != 0)
-            .map(|&c| c as u8)
-            .collect();
-        String::from_utf8_lossy(&b).into_owned()
-    };
-    (f(&u.sysname), f(&u.release), f(&u.nodename))
-}
-
 pub fn hostname() -> String {
-    uname().2
-}
-
-unsafe extern "C" {
-    fn gnu_get_libc_version() -> *const libc::c_char;
-}
-
-fn glibc_version() -> String {
-    // SAFETY: returns a static NUL-terminated string.
-    unsafe { std::ffi::CStr::from_ptr(gnu_get_libc_version()) }
-        .to_string_lossy()
-        .into_owned()
+    ckpt_format::image::host::name()
 }

@@ -147,31 +147,6 @@ fn check_trailer(path: &Path, members: &[(u64, usize)]) -> Result<()> {
     Ok(())
 }
 
-fn uname_release() -> String {
-    // SAFETY: zeroed utsname is valid; uname fills it.
-    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
-    // SAFETY: valid out-pointer.
-    unsafe { libc::uname(&mut u) };
-    let b: Vec<u8> = u
-        .release
-        .iter()
-        .take_while(|&&c| c != 0)
-        .map(|&c| c as u8)
-        .collect();
-    String::from_utf8_lossy(&b).into_owned()
-}
-
-unsafe extern "C" {
-    fn gnu_get_libc_version() -> *const libc::c_char;
-}
-
-fn glibc_version() -> String {
-    // SAFETY: static NUL-terminated string.
-    unsafe { std::ffi::CStr::from_ptr(gnu_get_libc_version()) }
-        .to_string_lossy()
-        .into_owned()
-}
-
 /// (name, size) of this process's [vvar]/[vvar_vclock]/[vdso]: the restorer gets the same.
 fn own_special() -> Vec<(String, u64)> {
     let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
@@ -198,14 +173,14 @@ fn validate(path: &Path, h: &ImageHeader, ignore_kernel: bool) -> Result<()> {
             image::current_arch()
         );
     }
-    let rel = uname_release();
+    let rel = image::host::kernel_release();
     if h.kernel_release != rel && !ignore_kernel {
         bail!(
             "{p}: image was made under kernel {} but this is {rel} (use --ignore-kernel-mismatch to try anyway)",
             h.kernel_release
         );
     }
-    let g = glibc_version();
+    let g = image::host::glibc_version();
     if h.glibc_version != g {
         bail!(
             "{p}: image was made with glibc {} but this machine has {g}",
