@@ -263,7 +263,10 @@ impl Worker {
             return;
         }
         let t0 = sys::monotonic_ns();
-        let suspended = threads::suspend_all(self.suspend_timeout_ms);
+        // The compressor threads must exist before anything is frozen (creating a thread
+        // takes glibc locks); they are never suspended.
+        crate::compress::ensure(self.level);
+        let suspended = threads::suspend_all(self.suspend_timeout_ms, &crate::compress::tids());
         let suspend_us = (sys::monotonic_ns() - t0) / 1000;
         // suspend_all has already released the threads if it failed.
         let threads_held = suspended.is_ok();
@@ -433,6 +436,7 @@ impl Worker {
         let me = unsafe { &*restart::CKPT_THREAD.as_ptr() };
         crate::glibc::fix_thread(me.fs_base, 0, me.robust_head, me.robust_len);
         block_signals_in_ckpt_thread();
+        crate::compress::forget_threads();
         // SAFETY: ARGS was copied by the entry before this thread was created.
         let args = unsafe { &*restart::ARGS.as_ptr() };
         if args.outer_pid != 0 {

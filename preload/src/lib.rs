@@ -17,6 +17,7 @@
 mod alloc;
 mod cell;
 mod ckpt;
+mod compress;
 mod glibc;
 mod memory;
 mod restart;

@@ -110,33 +110,32 @@ pub struct Plan {
     pub warnings: Vec<String>,
 }
 
-/// Decides how every mapping is saved. `skip_data` ranges (the scratch arena) are recreated
-/// empty.
-pub fn plan(maps: &[MapEntry], skip_data: (u64, u64)) -> Plan {
+/// Decides how every mapping is saved. `skip_data` ranges (the scratch arena, the compressor
+/// buffers: memory of the writer itself) are recreated empty.
+pub fn plan(maps: &[MapEntry], skip_data: &[(u64, u64)]) -> Plan {
     let mut regions = Vec::with_capacity(maps.len());
     let mut special = [SpecialArea::default(); raw::MAX_SPECIAL];
     let mut special_names = Vec::new();
     let mut files: Vec<FileDep> = Vec::new();
     let mut warnings = Vec::new();
     let mut nspecial = 0;
-    // The kernel may merge the scratch arena with a neighbouring anonymous mapping (its name
-    // is only kept with CONFIG_ANON_VMA_NAME): cut every mapping at the scratch boundaries.
-    let mut pieces: Vec<MapEntry> = Vec::with_capacity(maps.len() + 2);
+    // The kernel may merge a skipped range with a neighbouring anonymous mapping (names are
+    // only kept with CONFIG_ANON_VMA_NAME): cut every mapping at the skipped ranges' bounds.
+    let mut pieces: Vec<MapEntry> = Vec::with_capacity(maps.len() + 2 * skip_data.len());
     for m in maps {
-        let cuts = [
-            m.start,
-            skip_data.0.clamp(m.start, m.end),
-            skip_data.1.clamp(m.start, m.end),
-            m.end,
-        ];
+        let mut cuts = vec![m.start, m.end];
+        for &(a, b) in skip_data {
+            cuts.push(a.clamp(m.start, m.end));
+            cuts.push(b.clamp(m.start, m.end));
+        }
+        cuts.sort_unstable();
+        cuts.dedup();
         for w in cuts.windows(2) {
-            if w[0] < w[1] {
-                let mut p = m.clone();
-                p.offset += w[0] - m.start;
-                p.start = w[0];
-                p.end = w[1];
-                pieces.push(p);
-            }
+            let mut p = m.clone();
+            p.offset += w[0] - m.start;
+            p.start = w[0];
+            p.end = w[1];
+            pieces.push(p);
         }
     }
     for m in &pieces {
@@ -169,7 +168,7 @@ pub fn plan(maps: &[MapEntry], skip_data: (u64, u64)) -> Plan {
         let mut pages;
         let is_file = m.path.starts_with('/') && m.inode != 0;
         let deleted = m.path.ends_with(" (deleted)");
-        if m.start >= skip_data.0 && m.end <= skip_data.1 && m.start < m.end {
+        if skip_data.iter().any(|&(a, b)| m.start >= a && m.end <= b) {
             pages = Pages::None;
         } else if is_file && !deleted {
             match std::fs::metadata(&m.path) {
@@ -400,11 +399,11 @@ mod tests {
              7000-8000 rw-s 00000000 00:01 5 /dev/zero (deleted)\n\
              9000-a000 rw-p 00000000 00:00 0\n",
         );
-        let p = plan(&maps, (0x9000, 0xa000));
+        let p = plan(&maps, &[(0x9000, 0xa000)]);
         assert_eq!(p.regions.len(), 4);
         // A mapping the scratch range cuts in three.
         let merged = parse_maps("10000-20000 rw-p 00000000 00:00 0\n");
-        let q = plan(&merged, (0x12000, 0x14000));
+        let q = plan(&merged, &[(0x12000, 0x14000)]);
         let r: Vec<_> = q
             .regions
             .iter()

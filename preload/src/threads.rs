@@ -231,10 +231,12 @@ fn thread_state(tid: i32) -> u8 {
     }
 }
 
-/// Signals every user thread and waits until all are parked in the handler.
+/// Signals every user thread (all but the caller and `core_tids`, the preload's own helper
+/// threads) and waits until all are parked in the handler.
 /// On failure every thread that did park is released again.
-pub fn suspend_all(timeout_ms: u64) -> Result<(), String> {
+pub fn suspend_all(timeout_ms: u64, core_tids: &[i32]) -> Result<(), String> {
     let me = sys::gettid();
+    let ours = |t: i32| t == me || core_tids.contains(&t);
     let pid = sys::getpid();
     let sig = CKPT_SIG.load(Ordering::Relaxed);
     NSLOTS.store(0, Ordering::Release);
@@ -252,7 +254,7 @@ pub fn suspend_all(timeout_ms: u64) -> Result<(), String> {
         }
         let mut new_threads = false;
         for &t in &tasks {
-            if t != me && !signaled.contains(&t) && sys::tgkill(pid, t, sig) == 0 {
+            if !ours(t) && !signaled.contains(&t) && sys::tgkill(pid, t, sig) == 0 {
                 signaled.push(t);
                 new_threads = true;
             }
@@ -262,7 +264,7 @@ pub fn suspend_all(timeout_ms: u64) -> Result<(), String> {
         let mut unparked: Vec<i32> = tasks
             .iter()
             .copied()
-            .filter(|&t| t != me && !(0..n).any(|i| SLOTS[i].tid.load(Ordering::Acquire) == t))
+            .filter(|&t| !ours(t) && !(0..n).any(|i| SLOTS[i].tid.load(Ordering::Acquire) == t))
             .collect();
         if !unparked.is_empty() && sys::monotonic_ns() - start > 20_000_000 {
             // A thread that is exiting never runs a handler: wait it out, don't wait for it.

@@ -42,6 +42,24 @@ pub extern "C" fn write_job() {
     }
 }
 
+/// Where the decompressed stream goes: the compressor threads, or one member at a time here.
+enum Sink {
+    Parallel(crate::compress::ParallelWriter<std::fs::File>),
+    Single(MemberWriter<std::fs::File>),
+}
+
+impl Write for Sink {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        match self {
+            Sink::Parallel(p) => p.write(b),
+            Sink::Single(m) => m.write(b),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 fn stat_fields() -> io::Result<Vec<u64>> {
     let s = std::fs::read_to_string("/proc/self/stat")?;
     let after = s.rfind(')').map(|i| &s[i + 2..]).unwrap_or("");
@@ -75,7 +93,9 @@ fn mm_fields() -> io::Result<raw::MmFields> {
 fn write(job: &Job) -> Result<Outcome, String> {
     let ctx = |what: &str, e: io::Error| format!("{what} {}: {e}", job.tmp.display());
     let maps = memory::read_maps().map_err(|e| format!("reading /proc/self/maps: {e}"))?;
-    let plan = memory::plan(&maps, alloc::scratch_range());
+    let mut skip = vec![alloc::scratch_range()];
+    skip.extend(crate::compress::buffer_ranges());
+    let plan = memory::plan(&maps, &skip);
 
     let mut header = job.header.clone();
     header.files = plan.files.clone();
@@ -117,7 +137,12 @@ fn write(job: &Job) -> Result<Outcome, String> {
         .custom_flags(libc::O_CLOEXEC)
         .open(&job.tmp)
         .map_err(|e| ctx("cannot create", e))?;
-    let mut w = MemberWriter::new(file, job.level);
+    let mut w = match crate::compress::ParallelWriter::new(
+        file.try_clone().map_err(|e| ctx("cannot write", e))?,
+    ) {
+        Some(p) => Sink::Parallel(p),
+        None => Sink::Single(MemberWriter::new(file, job.level)),
+    };
     let werr = |e: io::Error| ctx("cannot write", e);
     w.write_all(&image::encode_header(&header)).map_err(werr)?;
     // SAFETY: RestoreBlock and RegionDesc are repr(C) plain data.
@@ -139,7 +164,11 @@ fn write(job: &Job) -> Result<Outcome, String> {
     // SAFETY: plain data struct.
     w.write_all(unsafe { raw::as_bytes(&trailer) })
         .map_err(werr)?;
-    let file = w.finish().map_err(werr)?;
+    let file = match w {
+        Sink::Parallel(p) => p.finish(),
+        Sink::Single(m) => m.finish(),
+    }
+    .map_err(werr)?;
     file.sync_all().map_err(|e| ctx("cannot fsync", e))?;
     let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
     Ok(Outcome {
