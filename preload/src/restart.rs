@@ -82,13 +82,13 @@ fn same_tids() -> bool {
 unsafe fn spawn(start: u64, stack: u64, tls: u64, tid_addr: u64, arg: u64, old_tid: i32) -> isize {
     if same_tids() {
         // SAFETY: forwarded contract.
-        let r = unsafe { sys::clone3_thread(start, stack, tls, tid_addr, arg, old_tid) };
+        let r = unsafe { sys::clone_thread(start, stack, tls, tid_addr, arg, old_tid) };
         if r >= 0 {
             return r;
         }
     }
     // SAFETY: forwarded contract.
-    unsafe { sys::clone_thread(start, stack, tls, tid_addr, arg) }
+    unsafe { sys::clone_thread(start, stack, tls, tid_addr, arg, 0) }
 }
 
 /// Gives the calling thread back the capabilities the program had.

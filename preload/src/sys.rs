@@ -357,58 +357,16 @@ pub fn rseq_register(area: u64, len: u32) -> isize {
     unsafe { syscall4(SYS_RSEQ, area as usize, len as usize, 0, RSEQ_SIG as usize) }
 }
 
-/// Creates a thread of this process that calls `start(arg)` on the stack `stack` (16-byte
-/// aligned), with TLS `tls`, and `ptid`/`ctid` both at `tid_addr` (glibc's `&pd->tid`, which the
-/// kernel fills with the new tid). Returns the new tid or a negative errno.
+/// Creates a thread of this process (raw `clone3`, no glibc) that calls `start(arg)` with its
+/// stack pointer at `stack` (16-byte aligned), TLS `tls`, and `ptid`/`ctid` both at `tid_addr`
+/// (glibc's `&pd->tid`, which the kernel fills with the new tid). With `tid != 0` the thread
+/// gets exactly that kernel tid (`set_tid`: needs CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN in the
+/// user namespace owning our pid namespace). Returns the tid or a negative errno.
 ///
 /// # Safety
-/// `start` must never return and must not rely on any register but rsp and rdi; `stack` must be
-/// writable memory (the call pushes a return address below it).
-pub unsafe fn clone_thread(start: u64, stack: u64, tls: u64, tid_addr: u64, arg: u64) -> isize {
-    const FLAGS: usize = (libc::CLONE_VM
-        | libc::CLONE_FS
-        | libc::CLONE_FILES
-        | libc::CLONE_SIGHAND
-        | libc::CLONE_THREAD
-        | libc::CLONE_SYSVSEM
-        | libc::CLONE_SETTLS
-        | libc::CLONE_PARENT_SETTID
-        | libc::CLONE_CHILD_CLEARTID) as usize;
-    let ret: isize;
-    // SAFETY: raw clone(2): the child gets a fresh rsp and calls `start(arg)` (held in r12/r13,
-    // which the kernel copies to the child); it never returns into this frame.
-    unsafe {
-        asm!(
-            "syscall",
-            "test rax, rax",
-            "jnz 2f",
-            "xor ebp, ebp",
-            "mov rdi, r13",
-            "call r12",
-            "ud2",
-            "2:",
-            inlateout("rax") SYS_CLONE as isize => ret,
-            in("rdi") FLAGS,
-            in("rsi") stack,
-            in("rdx") tid_addr,
-            in("r10") tid_addr,
-            in("r8") tls,
-            in("r12") start,
-            in("r13") arg,
-            lateout("rcx") _, lateout("r11") _,
-            options(nostack),
-        );
-    }
-    ret
-}
-
-/// Like [`clone_thread`] but with `clone3(2)` and `set_tid`: the new thread gets kernel tid
-/// `tid` (needs CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN in the user namespace that owns our pid
-/// namespace). Returns the tid or a negative errno (then nothing was created).
-///
-/// # Safety
-/// As [`clone_thread`].
-pub unsafe fn clone3_thread(
+/// `start` must never return and must not rely on any register but rsp and rdi; `stack` must
+/// be writable memory (the call pushes a return address below it).
+pub unsafe fn clone_thread(
     start: u64,
     stack: u64,
     tls: u64,
@@ -437,8 +395,13 @@ pub unsafe fn clone3_thread(
         stack - 16,
         16,
         tls,
-        &set_tid as *const i32 as u64,
-        1,
+        // The kernel wants no array at all (not an empty one) when no tid is asked for.
+        if tid != 0 {
+            &set_tid as *const i32 as u64
+        } else {
+            0
+        },
+        u64::from(tid != 0),
         0,
     ];
     let ret: isize;
