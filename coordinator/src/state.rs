@@ -336,6 +336,7 @@ impl State {
                     pid,
                     host,
                     program,
+                    ..
                 } => {
                     let hello = Hello {
                         comp_id,
@@ -400,7 +401,7 @@ impl State {
                 num_peers,
                 generation,
             } => self.cmd_restart(id, comp_id, num_peers, generation, now),
-            Msg::Barrier { name } if self.worker(id).is_some() => self.barrier(id, name, now),
+            Msg::Barrier { name, .. } if self.worker(id).is_some() => self.barrier(id, name, now),
             Msg::ImageWritten {
                 generation,
                 path,
@@ -701,6 +702,7 @@ impl State {
                     host: w.host.clone(),
                     program: w.program.clone(),
                     state: w.state.as_str().to_string(),
+                    parent: None,
                 }),
                 _ => None,
             })
@@ -797,7 +799,13 @@ impl State {
             && let Some(g) = self.restart.as_mut().filter(|g| g.members.contains(&id))
         {
             if g.released {
-                return vec![Action::Send(id, Msg::BarrierReleased { name })];
+                return vec![Action::Send(
+                    id,
+                    Msg::BarrierReleased {
+                        name,
+                        data: Vec::new(),
+                    },
+                )];
             }
             g.arrived.insert(id);
             return self.eval_restart();
@@ -832,7 +840,13 @@ impl State {
                 arrived.len()
             )));
             for w in arrived {
-                actions.push(Action::Send(w, Msg::BarrierReleased { name: name.clone() }));
+                actions.push(Action::Send(
+                    w,
+                    Msg::BarrierReleased {
+                        name: name.clone(),
+                        data: Vec::new(),
+                    },
+                ));
             }
         }
         actions
@@ -857,6 +871,7 @@ impl State {
                 w,
                 Msg::BarrierReleased {
                     name: RESTART_BARRIER.into(),
+                    data: Vec::new(),
                 },
             ));
         }
@@ -1014,7 +1029,13 @@ impl State {
                 arrived.len()
             )));
             for w in arrived {
-                actions.push(Action::Send(w, Msg::BarrierReleased { name: name.clone() }));
+                actions.push(Action::Send(
+                    w,
+                    Msg::BarrierReleased {
+                        name: name.clone(),
+                        data: Vec::new(),
+                    },
+                ));
             }
             c.last_released = Some(name);
             c.phase_started = now;
@@ -1376,6 +1397,8 @@ pub fn msg_name(m: &Msg) -> &'static str {
         Msg::DoCheckpoint { .. } => "DoCheckpoint",
         Msg::Barrier { .. } => "Barrier",
         Msg::BarrierReleased { .. } => "BarrierReleased",
+        Msg::Exec => "Exec",
+        Msg::ExecFailed => "ExecFailed",
         Msg::ImageWritten { .. } => "ImageWritten",
         Msg::Commit { .. } => "Commit",
         Msg::Resumed { .. } => "Resumed",

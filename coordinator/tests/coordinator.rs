@@ -104,7 +104,13 @@ fn first_frame_must_be_a_hello() {
 fn unexpected_messages_are_answered_and_the_connection_stays() {
     let coord = Coord::start(bin(), &[]);
     let mut c = Conn::command(coord.port);
-    assert!(error_of(c.request(&Msg::Barrier { name: "x".into() })).contains("unexpected"));
+    assert!(
+        error_of(c.request(&Msg::Barrier {
+            name: "x".into(),
+            data: None
+        }))
+        .contains("unexpected")
+    );
     assert!(matches!(c.request(&Msg::CmdStatus), Msg::Status { .. }));
 }
 
@@ -130,6 +136,8 @@ fn restart_adoption_over_sockets() {
         pid: 500 + vpid as i32,
         host: "h".into(),
         program: format!("r{vpid}"),
+        join: Default::default(),
+        parent: None,
     };
     let mut a = Conn::open(coord.port);
     assert_eq!(
@@ -159,6 +167,7 @@ fn restart_adoption_over_sockets() {
 
     a.send(&Msg::Barrier {
         name: "restart".into(),
+        data: None,
     });
     assert!(
         a.try_recv(Duration::from_millis(300)).is_err(),
@@ -172,12 +181,14 @@ fn restart_adoption_over_sockets() {
     ));
     b.send(&Msg::Barrier {
         name: "restart".into(),
+        data: None,
     });
     for c in [&mut a, &mut b] {
         assert_eq!(
             c.recv(),
             Msg::BarrierReleased {
-                name: "restart".into()
+                name: "restart".into(),
+                data: Vec::new()
             }
         );
     }

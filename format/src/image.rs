@@ -39,18 +39,19 @@ pub struct ThreadInfo {
 }
 
 /// What kind of object an fd refers to.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
 pub enum FdKind {
     Regular,
     Directory,
     CharDevice,
     Pipe,
     Socket,
+    #[default]
     Other,
 }
 
 /// One open fd at checkpoint time.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct FdInfo {
     pub fd: i32,
     pub kind: FdKind,
@@ -66,6 +67,102 @@ pub struct FdInfo {
     pub size: u64,
     /// Found open when the computation started (inherited from outside).
     pub preexisting: bool,
+    /// `st_dev` / `st_ino` of the object (fstat).
+    #[serde(default)]
+    pub dev: u64,
+    #[serde(default)]
+    pub ino: u64,
+    /// The object came from outside the computation (it was open when the computation was
+    /// launched, on this fd number of the launched process): at restart the fd is whatever
+    /// `ckpt-restart` has on that number (its terminal, its pipes), or `/dev/null`.
+    #[serde(default)]
+    pub reinherit_from: Option<i32>,
+    /// The fd refers to an object of [`ImageHeader::objects`], which `ckpt-restart` creates
+    /// once for the whole computation and installs on this fd number before the restorer runs.
+    #[serde(default)]
+    pub object: Option<ObjRef>,
+}
+
+/// Reference from an fd to a shared object.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ObjRef {
+    pub key: u64,
+    /// Pipes and FIFOs: 0 = read end, 1 = write end. Files: 0.
+    pub end: u8,
+}
+
+/// What a shared object is.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub enum ObjKind {
+    /// An anonymous pipe; `size` = `F_GETPIPE_SZ`.
+    Pipe { size: i32 },
+    /// A named pipe at `path`.
+    Fifo { path: String, size: i32 },
+    /// One open file description of a regular file or directory (shared by `dup`/fork, or
+    /// a deleted file whose contents are in `data`).
+    File {
+        path: String,
+        directory: bool,
+        deleted: bool,
+        /// Size at checkpoint time.
+        size: u64,
+        mode: u32,
+    },
+}
+
+/// A kernel object that `ckpt-restart` recreates once and hands to every fd of every process
+/// that referred to it: pipes (with the bytes in flight), FIFOs, file descriptions shared
+/// between fds or processes, deleted-but-open files (with their contents).
+/// Every process holding the object records it; `key` identifies it across images.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SharedObject {
+    pub key: u64,
+    pub kind: ObjKind,
+    /// `F_GETFL` status flags: pipes/FIFOs `[read end, write end]` (0 = unknown), files
+    /// `[description]`.
+    pub flags: Vec<i32>,
+    /// File offset of the description.
+    pub offset: i64,
+    /// `data` is the object's contents (the holder could read them: a pipe's read end, a
+    /// deleted file); when several images have it, they agree (everybody was frozen).
+    pub has_data: bool,
+    #[serde(with = "crate::wire::bytes")]
+    pub data: Vec<u8>,
+}
+
+/// A child of this process that had exited but was not reaped (a zombie) at checkpoint time.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ZombieChild {
+    pub pid: i32,
+    /// Wait status (as `waitpid` reports it).
+    pub status: i32,
+}
+
+/// A process of the computation, as every image records them all.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PeerInfo {
+    pub vpid: u64,
+    pub pid: i32,
+    pub program: String,
+}
+
+/// A `MAP_SHARED` mapping of shared memory (anonymous shared, memfd, `/dev/shm`, deleted file)
+/// that must stay shared with the other processes mapping the same object.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ShmMapping {
+    /// Object key (shared by every process that maps it).
+    pub key: u64,
+    pub start: u64,
+    pub end: u64,
+    /// Offset of `start` in the object.
+    pub obj_off: u64,
+    /// Object size at checkpoint time.
+    pub size: u64,
+    /// `/dev/shm/NAME` if the object is a live POSIX shm file; else recreated anonymous.
+    pub path: Option<String>,
+    /// fd number on which `ckpt-restart` installs the object for this process (free in the
+    /// process at checkpoint time; closed again by the restart).
+    pub fd_hint: i32,
 }
 
 /// A file the restart maps from disk; its identity is checked before restart.
@@ -85,7 +182,7 @@ pub struct Rlimit {
 }
 
 /// msgpack header at the start of every image.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct ImageHeader {
     pub format_version: u32,
     pub arch: String,
@@ -112,6 +209,26 @@ pub struct ImageHeader {
     /// Bytes of memory content stored in the image (before compression).
     pub memory_bytes: u64,
     pub nregions: u64,
+    /// vpid of the parent process when it is in the computation.
+    #[serde(default)]
+    pub parent: Option<u64>,
+    /// Process group and session ids at checkpoint time.
+    #[serde(default)]
+    pub pgid: i32,
+    #[serde(default)]
+    pub sid: i32,
+    /// This process is the one `ckpt-launch` started (its exit status is `ckpt-restart`'s).
+    #[serde(default)]
+    pub root: bool,
+    #[serde(default)]
+    pub zombies: Vec<ZombieChild>,
+    /// Every process of the computation at this checkpoint.
+    #[serde(default)]
+    pub peers: Vec<PeerInfo>,
+    #[serde(default)]
+    pub objects: Vec<SharedObject>,
+    #[serde(default)]
+    pub shm: Vec<ShmMapping>,
 }
 
 pub fn current_arch() -> &'static str {
@@ -426,6 +543,7 @@ mod tests {
             special: vec![],
             memory_bytes: 0,
             nregions: 0,
+            ..Default::default()
         };
         let b = encode_header(&h);
         assert_eq!(read_header(&mut &b[..]).unwrap(), h);

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use std::io::{Read, Write};
 
 /// Protocol version; a frame with another version is answered with an error.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 /// Largest frame accepted (bytes of msgpack).
 pub const MAX_FRAME: usize = 16 << 20;
 /// Default coordinator port.
@@ -42,15 +42,76 @@ pub struct WorkerInfo {
     pub pid: i32,
     pub host: String,
     pub program: String,
-    /// "running", "checkpointing", "restarting", ...
+    /// "running", "checkpointing", "restarting", "exec", ...
     pub state: String,
+    /// vpid of the parent process when the parent is in the computation.
+    #[serde(default)]
+    pub parent: Option<u64>,
+}
+
+/// How a worker came to join (sent in `HelloWorker`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub enum JoinKind {
+    /// Started by `ckpt-launch` (or anything else that preloads us with the settings).
+    #[default]
+    Fresh,
+    /// A child forked by a process of the computation (`parent` says which).
+    Forked,
+    /// The new program of a process that called exec: same vpid as before the exec.
+    Exec,
+    /// A process restarted from its image.
+    Restart,
+}
+
+/// One arrival's contribution to an all-gather barrier.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PeerData {
+    pub vpid: u64,
+    #[serde(with = "bytes")]
+    pub data: Vec<u8>,
+}
+
+/// `Vec<u8>` as msgpack bin (not an array of integers).
+pub mod bytes {
+    use serde::{Deserializer, Serializer, de};
+
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(v)
+    }
+
+    struct V;
+    impl<'de> de::Visitor<'de> for V {
+        type Value = Vec<u8>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("bytes")
+        }
+        fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+            Ok(v.to_vec())
+        }
+        fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+            Ok(v)
+        }
+        fn visit_seq<A: de::SeqAccess<'de>>(self, mut a: A) -> Result<Vec<u8>, A::Error> {
+            let mut out = Vec::new();
+            while let Some(b) = a.next_element::<u8>()? {
+                out.push(b);
+            }
+            Ok(out)
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        d.deserialize_byte_buf(V)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub enum Msg {
     // ---- handshake --------------------------------------------------------------------
-    /// First frame of a process of the computation. A fresh process sends `comp_id: None,
-    /// vpid: None`; a restarted one sends the values from its image and `restarting: true`.
+    /// First frame of a process of the computation. A fresh, forked or exec'd process sends
+    /// `comp_id: None` and `vpid: Some(the vpid it asks for)` (its pid; after exec the vpid it
+    /// had), or `vpid: None` to be given one; a restarted one sends the values from its image
+    /// and `restarting: true` (`join: Restart`).
     HelloWorker {
         comp_id: Option<u64>,
         vpid: Option<u64>,
@@ -61,7 +122,17 @@ pub enum Msg {
         pid: i32,
         host: String,
         program: String,
+        #[serde(default)]
+        join: JoinKind,
+        /// vpid of the parent when it is in the computation.
+        #[serde(default)]
+        parent: Option<u64>,
     },
+    /// Worker -> coordinator: this process is about to exec; its next image joins with
+    /// `JoinKind::Exec` and the same vpid (the coordinator keeps its place meanwhile).
+    Exec,
+    /// Worker -> coordinator: the exec announced with `Exec` failed; the process goes on.
+    ExecFailed,
     /// First frame of `ckpt-command` / `ckpt-restart`.
     HelloCommand,
     /// Coordinator's answer to `HelloWorker`.
@@ -77,13 +148,17 @@ pub enum Msg {
         generation: u64,
         ckpt_dir: Option<String>,
     },
-    /// Worker arrived at a named barrier.
+    /// Worker arrived at a named barrier, optionally contributing `data` (all-gather).
     Barrier {
         name: String,
+        #[serde(default)]
+        data: Option<PeerData>,
     },
-    /// All live workers arrived at `name`.
+    /// All live workers arrived at `name`. `data`: every arrival's contribution, by vpid.
     BarrierReleased {
         name: String,
+        #[serde(default)]
+        data: Vec<PeerData>,
     },
     /// Worker finished writing its image to a temporary file (`error` = why it could not).
     ImageWritten {

@@ -80,6 +80,9 @@ fn inspect(fd: i32, preexisting: bool) -> Option<FdInfo> {
         offset,
         size: st.st_size as u64,
         preexisting,
+        dev: st.st_dev,
+        ino: st.st_ino,
+        ..Default::default()
     })
 }
 

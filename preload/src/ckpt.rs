@@ -141,6 +141,12 @@ impl Worker {
             },
             host: hostname(),
             program: self.program.clone(),
+            join: if restarting {
+                wire::JoinKind::Restart
+            } else {
+                wire::JoinKind::Fresh
+            },
+            parent: None,
         };
         let _ = st.set_read_timeout(Some(HOST_TIMEOUT));
         wire::send(&mut st, &hello).map_err(|e| format!("coordinator hello: {e}"))?;
@@ -177,10 +183,11 @@ impl Worker {
     fn barrier(&mut self, name: &str) -> Result<(), String> {
         self.send(&Msg::Barrier {
             name: name.to_string(),
+            data: None,
         })?;
         loop {
             match self.recv()? {
-                Msg::BarrierReleased { name: n } if n == name => return Ok(()),
+                Msg::BarrierReleased { name: n, .. } if n == name => return Ok(()),
                 Msg::Commit {
                     commit: false,
                     reason,
@@ -247,6 +254,7 @@ impl Worker {
             special: Vec::new(),
             memory_bytes: 0,
             nregions: 0,
+            ..Default::default()
         }
     }
 

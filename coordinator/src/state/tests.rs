@@ -22,6 +22,8 @@ fn hello(pid: i32) -> Msg {
         pid,
         host: "h".into(),
         program: format!("prog{pid}"),
+        join: Default::default(),
+        parent: None,
     }
 }
 
@@ -35,6 +37,8 @@ fn restart_hello(comp: u64, vpid: u64, peers: u32, generation: u64) -> Msg {
         pid: 1000 + vpid as i32,
         host: "h".into(),
         program: format!("r{vpid}"),
+        join: Default::default(),
+        parent: None,
     }
 }
 
@@ -113,7 +117,13 @@ impl T {
         self.s.disconnect(id, self.now)
     }
     fn barrier(&mut self, id: ClientId, name: &str) -> Vec<Action> {
-        self.msg(id, Msg::Barrier { name: name.into() })
+        self.msg(
+            id,
+            Msg::Barrier {
+                name: name.into(),
+                data: None,
+            },
+        )
     }
     fn image(&mut self, id: ClientId, generation: u64, error: Option<&str>) -> Vec<Action> {
         self.msg(
@@ -136,7 +146,10 @@ impl T {
 }
 
 fn released(actions: &[Action], id: ClientId, name: &str) -> bool {
-    to(actions, id).contains(&Msg::BarrierReleased { name: name.into() })
+    to(actions, id).contains(&Msg::BarrierReleased {
+        name: name.into(),
+        data: Vec::new(),
+    })
 }
 
 #[test]
@@ -696,7 +709,13 @@ fn exit_on_last() {
 fn unexpected_messages_are_answered_not_fatal() {
     let mut t = T::new();
     t.command(9);
-    let a = t.msg(9, Msg::Barrier { name: "x".into() });
+    let a = t.msg(
+        9,
+        Msg::Barrier {
+            name: "x".into(),
+            data: None,
+        },
+    );
     assert_eq!(error_text(&a, 9), "unexpected message Barrier");
     assert!(!closed(&a, 9));
     let a = t.msg(

@@ -219,6 +219,8 @@ pub fn hello_worker(pid: i32, program: &str) -> Msg {
         pid,
         host: "testhost".into(),
         program: program.into(),
+        join: Default::default(),
+        parent: None,
     }
 }
 
@@ -251,7 +253,7 @@ pub enum Behaviour {
 /// Wait for `BarrierReleased{name}`; a `Commit{commit:false}` instead means "abort".
 fn await_release(c: &mut Conn, name: &str) -> Result<(), Msg> {
     match c.recv() {
-        Msg::BarrierReleased { name: n } if n == name => Ok(()),
+        Msg::BarrierReleased { name: n, .. } if n == name => Ok(()),
         m @ Msg::Commit { commit: false, .. } => Err(m),
         other => panic!("waiting for release of '{name}', got {other:?}"),
     }
@@ -279,7 +281,10 @@ pub fn play_checkpoint(mut c: Conn, behaviour: Behaviour) -> Vec<Msg> {
         _ => {}
     }
     for name in ["suspend", "suspended"] {
-        c.send(&Msg::Barrier { name: name.into() });
+        c.send(&Msg::Barrier {
+            name: name.into(),
+            data: None,
+        });
         if await_release(&mut c, name).is_err() {
             c.send(&Msg::Resumed { generation });
             return c.seen;
