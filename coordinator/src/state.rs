@@ -1,16 +1,18 @@
 //! The coordinator's pure, synchronous state machine.
 //!
 //! Owns everything the coordinator knows: the computation id, the generation counter, the
-//! virtual-pid allocator, the connected clients (workers and commands), named barriers, the
-//! checkpoint in progress (phases, commit/abort decision, timeouts), the restart group
-//! (adoption rules, the `restart` barrier), periodic checkpoints and the `--exit-on-last` rule.
+//! virtual-pid allocator, the connected clients (workers and commands) and the places kept for
+//! processes that are exec'ing (*ghosts*), named (all-gather) barriers, the checkpoint in
+//! progress (participants, joins and exits during it, phases, commit/abort decision,
+//! timeouts), the restart group (adoption rules, the `restart` barrier), periodic checkpoints
+//! and the `--exit-on-last` rule.
 //!
 //! Inputs are events (`connect`, `message`, `disconnect`, `tick`, `script_written`) stamped
 //! with an [`Instant`] supplied by the caller; outputs are [`Action`]s for the server to carry
 //! out. This module must never do I/O, read the clock, spawn tasks or panic on peer input:
 //! everything a peer can send is answered with an [`Action`] (usually `Msg::Error`).
 
-use ckpt_format::wire::{Msg, WorkerInfo};
+use ckpt_format::wire::{JoinKind, Msg, PeerData, WorkerInfo};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
@@ -25,6 +27,17 @@ pub const EXIT_ON_LAST_GRACE: Duration = Duration::from_secs(2);
 pub const EXIT_IF_NOBODY: Duration = Duration::from_secs(30);
 /// The barrier restarted workers meet at before any of them continues.
 pub const RESTART_BARRIER: &str = "restart";
+/// Checkpoint barrier before the threads are stopped: a process that joins before it is
+/// released takes part in the checkpoint.
+pub const SUSPEND_BARRIER: &str = "suspend";
+/// Checkpoint barrier reached once the process is frozen: a participant that disconnects after
+/// arriving here was killed from outside and aborts the checkpoint.
+pub const SUSPENDED_BARRIER: &str = "suspended";
+/// First vpid handed out when the pid a process asks for is taken (above `PID_MAX_LIMIT`, so
+/// it can never be mistaken for a real pid).
+pub const VPID_HIGH: u64 = 1 << 22;
+/// How long the place of a process that announced `Exec` is kept for its new image.
+pub const EXEC_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Settings the state machine needs (from the command line).
 #[derive(Debug, Clone)]
@@ -94,13 +107,37 @@ struct Worker {
     host: String,
     program: String,
     state: WState,
+    /// vpid of the parent process when it is in the computation.
+    parent: Option<u64>,
+    /// Set by `Exec`, cleared by `ExecFailed`: until then a disconnect leaves a [`Ghost`].
+    exec_deadline: Option<Instant>,
 }
 
 impl Worker {
     fn name(&self) -> String {
         format!("vpid {} (pid {}, {})", self.vpid, self.pid, self.program)
     }
+
+    fn state_str(&self) -> &'static str {
+        if self.exec_deadline.is_some() {
+            "exec"
+        } else {
+            self.state.as_str()
+        }
+    }
 }
+
+/// The place of a process that exec'd (announced `Exec`, then its connection closed) until its
+/// new image joins with `JoinKind::Exec` or the deadline passes. Keyed by the old connection's
+/// id, which stays in the checkpoint's participants meanwhile.
+#[derive(Debug)]
+struct Ghost {
+    worker: Worker,
+    deadline: Instant,
+}
+
+/// Arrivals at one barrier: who arrived, with its all-gather contribution if it sent one.
+type Arrivals = BTreeMap<ClientId, Option<Vec<u8>>>;
 
 #[derive(Debug)]
 enum Role {
@@ -127,7 +164,11 @@ struct Checkpoint {
     requester: Option<ClientId>,
     participants: BTreeSet<ClientId>,
     /// Named barriers among the participants: name -> who arrived.
-    barriers: BTreeMap<String, BTreeSet<ClientId>>,
+    barriers: BTreeMap<String, Arrivals>,
+    /// Barrier `suspend` was released: later joins are not participants.
+    suspend_released: bool,
+    /// Participants that arrived at barrier `suspended` (frozen).
+    frozen: BTreeSet<ClientId>,
     /// Last barrier released in this checkpoint (for phase names in messages).
     last_released: Option<String>,
     images: BTreeMap<ClientId, ImageReport>,
@@ -145,7 +186,7 @@ struct RestartGroup {
     /// restarts): it wins over the `num_peers` the processes announce.
     from_command: bool,
     members: BTreeSet<ClientId>,
-    arrived: BTreeSet<ClientId>,
+    arrived: Arrivals,
     released: bool,
     command: Option<ClientId>,
     started: Instant,
@@ -158,9 +199,13 @@ pub struct State {
     comp_id: Option<u64>,
     generation: u64,
     next_vpid: u64,
+    /// Next vpid to try when the one a process asks for is taken (from [`VPID_HIGH`]).
+    next_high: u64,
     clients: BTreeMap<ClientId, Client>,
+    /// Processes that exec'd and whose new image has not joined yet, by old connection.
+    ghosts: BTreeMap<ClientId, Ghost>,
     /// Barriers outside a checkpoint (participants: every live worker not in the checkpoint).
-    barriers: HashMap<String, BTreeSet<ClientId>>,
+    barriers: HashMap<String, Arrivals>,
     ckpt: Option<Checkpoint>,
     restart: Option<RestartGroup>,
     next_periodic: Option<Instant>,
@@ -189,7 +234,9 @@ impl State {
             comp_id: None,
             generation: 0,
             next_vpid: 1,
+            next_high: VPID_HIGH,
             clients: BTreeMap::new(),
+            ghosts: BTreeMap::new(),
             barriers: HashMap::new(),
             ckpt: None,
             restart: None,
@@ -258,15 +305,91 @@ impl State {
             .collect()
     }
 
+    /// A live worker or the ghost of one that exec'd.
+    fn member(&self, id: ClientId) -> Option<&Worker> {
+        self.worker(id)
+            .or_else(|| self.ghosts.get(&id).map(|g| &g.worker))
+    }
+
     fn name_of(&self, id: ClientId) -> String {
-        match self.worker(id) {
+        match self.member(id) {
             Some(w) => w.name(),
             None => format!("client {id}"),
         }
     }
 
     fn vpid_of(&self, id: ClientId) -> u64 {
-        self.worker(id).map(|w| w.vpid).unwrap_or(u64::MAX)
+        self.member(id).map(|w| w.vpid).unwrap_or(u64::MAX)
+    }
+
+    /// vpids of live workers and ghosts.
+    fn held_vpids(&self) -> BTreeSet<u64> {
+        self.clients
+            .values()
+            .filter_map(|c| match &c.role {
+                Role::Worker(w) => Some(w.vpid),
+                _ => None,
+            })
+            .chain(self.ghosts.values().map(|g| g.worker.vpid))
+            .collect()
+    }
+
+    /// Keep the allocators above a vpid that is now in use.
+    fn note_vpid(&mut self, v: u64) {
+        if v >= VPID_HIGH {
+            self.next_high = self.next_high.max(v + 1);
+        } else {
+            self.next_vpid = self.next_vpid.max(v + 1);
+        }
+    }
+
+    /// vpid for a fresh/forked/exec'd process: the one it asks for if nobody holds it, else
+    /// one from [`VPID_HIGH`] up; `None` (no wish) counts up from 1.
+    fn allocate_vpid(&mut self, want: Option<u64>) -> u64 {
+        let held = self.held_vpids();
+        let mut v = match want {
+            Some(v) if v != 0 && !held.contains(&v) => v,
+            Some(_) => self.next_high,
+            None => self.next_vpid,
+        };
+        while held.contains(&v) {
+            v += 1;
+        }
+        self.note_vpid(v);
+        v
+    }
+
+    /// All-gather contributions of `arrivals`, sorted by vpid (the worker's vpid wins over
+    /// the one it put in its `PeerData`).
+    fn gather(&self, arrivals: &Arrivals) -> Vec<PeerData> {
+        let mut data: Vec<PeerData> = arrivals
+            .iter()
+            .filter_map(|(id, d)| {
+                d.as_ref().map(|d| PeerData {
+                    vpid: self.vpid_of(*id),
+                    data: d.clone(),
+                })
+            })
+            .collect();
+        data.sort_by_key(|d| d.vpid);
+        data
+    }
+
+    /// `BarrierReleased{name, data}` to every arrival.
+    fn release(&self, name: &str, arrivals: &Arrivals) -> Vec<Action> {
+        let data = self.gather(arrivals);
+        arrivals
+            .keys()
+            .map(|w| {
+                Action::Send(
+                    *w,
+                    Msg::BarrierReleased {
+                        name: name.to_string(),
+                        data: data.clone(),
+                    },
+                )
+            })
+            .collect()
     }
 
     /// Participants sorted by vpid (for deterministic messages).
@@ -336,17 +459,20 @@ impl State {
                     pid,
                     host,
                     program,
-                    ..
+                    join,
+                    parent,
                 } => {
                     let hello = Hello {
                         comp_id,
                         vpid,
-                        restarting,
+                        restarting: restarting || join == JoinKind::Restart,
                         num_peers,
                         generation,
                         pid,
                         host,
                         program,
+                        join,
+                        parent,
                     };
                     match self.hello_worker(id, hello, now) {
                         Ok(actions) => actions,
@@ -401,7 +527,26 @@ impl State {
                 num_peers,
                 generation,
             } => self.cmd_restart(id, comp_id, num_peers, generation, now),
-            Msg::Barrier { name, .. } if self.worker(id).is_some() => self.barrier(id, name, now),
+            Msg::Barrier { name, data } if self.worker(id).is_some() => {
+                self.barrier(id, name, data.map(|d| d.data), now)
+            }
+            Msg::Exec if self.worker(id).is_some() => {
+                let w = self.worker_mut(id).unwrap();
+                w.exec_deadline = Some(now + EXEC_TIMEOUT);
+                vec![Action::Log(format!(
+                    "{} is exec'ing: its place is kept {} s for the new program",
+                    w.name(),
+                    EXEC_TIMEOUT.as_secs()
+                ))]
+            }
+            Msg::ExecFailed if self.worker(id).is_some() => {
+                let w = self.worker_mut(id).unwrap();
+                w.exec_deadline = None;
+                vec![Action::Log(format!(
+                    "{}: exec failed, it goes on",
+                    w.name()
+                ))]
+            }
             Msg::ImageWritten {
                 generation,
                 path,
@@ -453,6 +598,9 @@ impl State {
         let restart_open = self.restart.as_ref().is_some_and(|g| !g.released);
         let vpid;
         let generation;
+        let mut parent = h.parent;
+        // The place of the process before its exec (ghost or old connection) this one takes.
+        let mut inherited: Option<ClientId> = None;
         if h.restarting {
             let (Some(c), Some(v)) = (h.comp_id, h.vpid) else {
                 return Err("restarting HelloWorker needs comp_id and vpid".into());
@@ -478,6 +626,7 @@ impl State {
             if let Some(other) = self
                 .worker_ids()
                 .into_iter()
+                .chain(self.ghosts.keys().copied())
                 .find(|w| self.vpid_of(*w) == v)
             {
                 return Err(format!(
@@ -490,7 +639,7 @@ impl State {
                     expected: h.num_peers,
                     from_command: false,
                     members: BTreeSet::new(),
-                    arrived: BTreeSet::new(),
+                    arrived: Arrivals::new(),
                     released: false,
                     command: None,
                     started: now,
@@ -518,7 +667,7 @@ impl State {
             }
             g.members.insert(id);
             self.generation = self.generation.max(h.generation);
-            self.next_vpid = self.next_vpid.max(v + 1);
+            self.note_vpid(v);
             vpid = v;
             generation = self.generation;
         } else {
@@ -549,26 +698,28 @@ impl State {
                 }
                 _ => {}
             }
-            let held: BTreeSet<u64> = self
-                .worker_ids()
-                .into_iter()
-                .map(|w| self.vpid_of(w))
-                .collect();
-            vpid = match h.vpid {
-                Some(v) if !held.contains(&v) => v,
-                _ => {
-                    let mut v = self.next_vpid;
-                    while held.contains(&v) {
-                        v += 1;
-                    }
-                    v
-                }
+            let old = match (h.join, h.vpid) {
+                (JoinKind::Exec, Some(v)) => self.take_exec_place(v, &h, &mut actions),
+                _ => None,
             };
-            self.next_vpid = self.next_vpid.max(vpid + 1);
+            if let Some((old_id, _)) = &old {
+                for arrived in self.barriers.values_mut() {
+                    arrived.remove(old_id);
+                }
+                self.barriers.retain(|_, a| !a.is_empty());
+            }
+            vpid = match &old {
+                Some((old_id, w)) => {
+                    inherited = Some(*old_id);
+                    parent = w.parent.or(h.parent);
+                    w.vpid
+                }
+                None => self.allocate_vpid(h.vpid),
+            };
             generation = self.generation;
         }
         let comp_id = self.comp_id.unwrap();
-        let w = Worker {
+        let mut w = Worker {
             vpid,
             pid: h.pid,
             host: h.host,
@@ -578,12 +729,55 @@ impl State {
             } else {
                 WState::Running
             },
+            parent,
+            exec_deadline: None,
         };
+        // A join before barrier 'suspend' of a running checkpoint is released takes part in it
+        // (and so does an exec'd image whose old self was a participant).
+        let mut take_part = None;
+        let mut eval = false;
+        if let Some(c) = self.ckpt.as_mut().filter(|_| !h.restarting) {
+            let open = !c.suspend_released && c.decision.is_none();
+            let was_participant = inherited.is_some_and(|old| c.participants.remove(&old));
+            if let Some(old) = inherited {
+                for arrived in c.barriers.values_mut() {
+                    arrived.remove(&old);
+                }
+                c.images.remove(&old);
+                c.resumed.remove(&old);
+                c.frozen.remove(&old);
+            }
+            if open {
+                c.participants.insert(id);
+                take_part = Some(c.generation);
+            } else if was_participant {
+                // Cannot happen with a well-behaved worker (its fork/exec gate is closed
+                // before 'suspend'): treat it as an exit of the old image.
+                actions.push(Action::Log(format!(
+                    "vpid {vpid} exec'd after barrier '{SUSPEND_BARRIER}' of checkpoint {}; it has no image in this generation",
+                    c.generation
+                )));
+                eval = true;
+            }
+        }
+        if take_part.is_some() {
+            w.state = WState::Checkpointing;
+        }
         actions.push(Action::Log(format!(
-            "client {id}: worker {} on {}{} joined",
+            "client {id}: worker {} on {}{}{} joined{}",
             w.name(),
             w.host,
-            if h.restarting { " (restarting)" } else { "" }
+            match h.join {
+                JoinKind::Fresh => "",
+                JoinKind::Forked => " (forked)",
+                JoinKind::Exec => " (exec'd)",
+                JoinKind::Restart => "",
+            },
+            if h.restarting { " (restarting)" } else { "" },
+            match take_part {
+                Some(g) => format!(", takes part in checkpoint {g}"),
+                None => String::new(),
+            }
         )));
         self.clients.get_mut(&id).unwrap().role = Role::Worker(w);
         actions.push(Action::Send(
@@ -594,7 +788,57 @@ impl State {
                 generation,
             },
         ));
+        if let Some(generation) = take_part {
+            actions.push(Action::Send(
+                id,
+                Msg::DoCheckpoint {
+                    generation,
+                    ckpt_dir: self.cfg.ckpt_dir.clone(),
+                },
+            ));
+        }
+        if eval {
+            actions.extend(self.eval_ckpt(now));
+        }
         Ok(actions)
+    }
+
+    /// An exec'd image (`JoinKind::Exec`, vpid `v`) takes the place of its old self: the ghost
+    /// of `v`, or the old connection if it is still open (exec closes it asynchronously; it
+    /// is dropped silently, so its later disconnect concerns nobody). Returns the old
+    /// connection's id and worker; None if `v` is nobody's (a new process then).
+    fn take_exec_place(
+        &mut self,
+        v: u64,
+        h: &Hello,
+        actions: &mut Vec<Action>,
+    ) -> Option<(ClientId, Worker)> {
+        if let Some(old) = self
+            .ghosts
+            .iter()
+            .find(|(_, g)| g.worker.vpid == v)
+            .map(|(id, _)| *id)
+        {
+            let g = self.ghosts.remove(&old).unwrap();
+            return Some((old, g.worker));
+        }
+        let old = self.worker_ids().into_iter().find(|id| {
+            self.worker(*id).is_some_and(|w| {
+                w.vpid == v && (w.exec_deadline.is_some() || (w.pid == h.pid && w.host == h.host))
+            })
+        })?;
+        let Some(Client {
+            role: Role::Worker(w),
+        }) = self.clients.remove(&old)
+        else {
+            return None;
+        };
+        actions.push(Action::Log(format!(
+            "client {old}: replaced by the exec'd image of {}",
+            w.name()
+        )));
+        actions.push(Action::Close(old));
+        Some((old, w))
     }
 
     fn cmd_restart(
@@ -653,7 +897,7 @@ impl State {
                     expected: num_peers,
                     from_command: true,
                     members: BTreeSet::new(),
-                    arrived: BTreeSet::new(),
+                    arrived: Arrivals::new(),
                     released: false,
                     command: Some(id),
                     started: now,
@@ -687,25 +931,27 @@ impl State {
             format!("checkpointing {}", c.generation)
         } else if self.restart.is_some() {
             "restarting".to_string()
-        } else if !self.worker_ids().is_empty() {
+        } else if !self.worker_ids().is_empty() || !self.ghosts.is_empty() {
             "running".to_string()
         } else {
             "idle".to_string()
+        };
+        let info = |w: &Worker, state: &str| WorkerInfo {
+            vpid: w.vpid,
+            pid: w.pid,
+            host: w.host.clone(),
+            program: w.program.clone(),
+            state: state.to_string(),
+            parent: w.parent,
         };
         let mut workers: Vec<WorkerInfo> = self
             .clients
             .values()
             .filter_map(|c| match &c.role {
-                Role::Worker(w) => Some(WorkerInfo {
-                    vpid: w.vpid,
-                    pid: w.pid,
-                    host: w.host.clone(),
-                    program: w.program.clone(),
-                    state: w.state.as_str().to_string(),
-                    parent: None,
-                }),
+                Role::Worker(w) => Some(info(w, w.state_str())),
                 _ => None,
             })
+            .chain(self.ghosts.values().map(|g| info(&g.worker, "exec")))
             .collect();
         workers.sort_by_key(|w| w.vpid);
         Msg::Status {
@@ -727,24 +973,41 @@ impl State {
         now: Instant,
     ) -> Result<Vec<Action>, String> {
         let ids = self.worker_ids();
-        if ids.is_empty() {
+        if ids.is_empty() && self.ghosts.is_empty() {
             return Err("no processes connected to this coordinator".into());
         }
         if let Some(c) = &self.ckpt {
             return Err(format!("checkpoint {} already in progress", c.generation));
         }
-        if let Some(g) = self.restart.as_ref().filter(|g| !g.released) {
+        if let Some(g) = &self.restart {
+            if !g.released {
+                return Err(format!(
+                    "restart in progress ({} of {} processes at barrier '{RESTART_BARRIER}')",
+                    g.arrived.len(),
+                    g.expected
+                ));
+            }
+            // Restarted processes may still sit in restart-time plugin barriers.
+            let waiting = g
+                .members
+                .iter()
+                .filter(|m| {
+                    self.worker(**m)
+                        .is_some_and(|w| w.state == WState::Restarting)
+                })
+                .count();
             return Err(format!(
-                "restart in progress ({} of {} processes at barrier '{RESTART_BARRIER}')",
-                g.arrived.len(),
+                "restart in progress ({waiting} of {} restarted processes have not resumed yet); try again once they run",
                 g.expected
             ));
         }
         self.generation += 1;
         let generation = self.generation;
+        // Ghosts take part: their exec'd image gets DoCheckpoint when it joins.
+        let ghosts: Vec<ClientId> = self.ghosts.keys().copied().collect();
         let mut actions = vec![Action::Log(format!(
             "checkpoint {generation} started ({} processes, {})",
-            ids.len(),
+            ids.len() + ghosts.len(),
             match requester {
                 Some(r) => format!("requested by client {r}"),
                 None => "periodic".into(),
@@ -765,8 +1028,10 @@ impl State {
         self.ckpt = Some(Checkpoint {
             generation,
             requester,
-            participants: ids.into_iter().collect(),
+            participants: ids.into_iter().chain(ghosts).collect(),
             barriers: BTreeMap::new(),
+            suspend_released: false,
+            frozen: BTreeSet::new(),
             last_released: None,
             images: BTreeMap::new(),
             decision: None,
@@ -777,7 +1042,13 @@ impl State {
         Ok(actions)
     }
 
-    fn barrier(&mut self, id: ClientId, name: String, now: Instant) -> Vec<Action> {
+    fn barrier(
+        &mut self,
+        id: ClientId,
+        name: String,
+        data: Option<Vec<u8>>,
+        now: Instant,
+    ) -> Vec<Action> {
         // 1. Checkpoint scope.
         if let Some(c) = self.ckpt.as_mut().filter(|c| c.participants.contains(&id)) {
             if c.decision.is_some() {
@@ -791,7 +1062,10 @@ impl State {
                     },
                 )];
             }
-            c.barriers.entry(name).or_default().insert(id);
+            if name == SUSPENDED_BARRIER {
+                c.frozen.insert(id);
+            }
+            c.barriers.entry(name).or_default().insert(id, data);
             return self.eval_ckpt(now);
         }
         // 2. The restart barrier of restarting workers.
@@ -807,11 +1081,11 @@ impl State {
                     },
                 )];
             }
-            g.arrived.insert(id);
+            g.arrived.insert(id, data);
             return self.eval_restart();
         }
         // 3. Every other barrier: among all live workers outside a checkpoint.
-        self.barriers.entry(name).or_default().insert(id);
+        self.barriers.entry(name).or_default().insert(id, data);
         self.eval_global_barriers()
     }
 
@@ -830,7 +1104,7 @@ impl State {
         let ready: Vec<String> = self
             .barriers
             .iter()
-            .filter(|(_, arrived)| expected.is_subset(arrived))
+            .filter(|(_, arrived)| expected.iter().all(|w| arrived.contains_key(w)))
             .map(|(n, _)| n.clone())
             .collect();
         for name in ready {
@@ -839,15 +1113,7 @@ impl State {
                 "barrier '{name}' released ({} processes)",
                 arrived.len()
             )));
-            for w in arrived {
-                actions.push(Action::Send(
-                    w,
-                    Msg::BarrierReleased {
-                        name: name.clone(),
-                        data: Vec::new(),
-                    },
-                ));
-            }
+            actions.extend(self.release(&name, &arrived));
         }
         actions
     }
@@ -866,15 +1132,7 @@ impl State {
             g.expected,
             fmt_comp(self.comp_id.unwrap_or(0))
         ))];
-        for w in arrived {
-            actions.push(Action::Send(
-                w,
-                Msg::BarrierReleased {
-                    name: RESTART_BARRIER.into(),
-                    data: Vec::new(),
-                },
-            ));
-        }
+        actions.extend(self.release(RESTART_BARRIER, &arrived));
         actions.extend(self.maybe_end_restart());
         actions
     }
@@ -1018,28 +1276,25 @@ impl State {
         let ready: Vec<String> = c
             .barriers
             .iter()
-            .filter(|(_, arrived)| c.participants.is_subset(arrived))
+            .filter(|(_, arrived)| c.participants.iter().all(|p| arrived.contains_key(p)))
             .map(|(n, _)| n.clone())
             .collect();
         for name in ready {
+            let c = self.ckpt.as_mut().unwrap();
             let arrived = c.barriers.remove(&name).unwrap_or_default();
             actions.push(Action::Log(format!(
                 "checkpoint {}: barrier '{name}' released ({} processes)",
                 c.generation,
                 arrived.len()
             )));
-            for w in arrived {
-                actions.push(Action::Send(
-                    w,
-                    Msg::BarrierReleased {
-                        name: name.clone(),
-                        data: Vec::new(),
-                    },
-                ));
+            if name == SUSPEND_BARRIER {
+                c.suspend_released = true;
             }
-            c.last_released = Some(name);
+            c.last_released = Some(name.clone());
             c.phase_started = now;
+            actions.extend(self.release(&name, &arrived));
         }
+        let c = self.ckpt.as_mut().unwrap();
         // Commit decision.
         if c.decision.is_none() && c.participants.iter().all(|p| c.images.contains_key(p)) {
             let mut errors = Vec::new();
@@ -1139,7 +1394,11 @@ impl State {
         let message = format!("checkpoint {} failed: {reason}", c.generation);
         let mut a = vec![Action::Log(message.clone())];
         if c.decision.is_none() {
-            for p in &c.participants {
+            for p in c
+                .participants
+                .iter()
+                .filter(|p| self.clients.contains_key(p))
+            {
                 a.push(Action::Send(
                     *p,
                     Msg::Commit {
@@ -1213,7 +1472,8 @@ impl State {
             return missing(&|p| c.resumed.contains(&p)).map(|p| ("resume".to_string(), p));
         }
         if let Some((name, arrived)) = c.barriers.iter().next() {
-            return missing(&|p| arrived.contains(&p)).map(|p| (format!("barrier '{name}'"), p));
+            return missing(&|p| arrived.contains_key(&p))
+                .map(|p| (format!("barrier '{name}'"), p));
         }
         let phase = match c.last_released.as_deref() {
             None => "barrier 'suspend'".to_string(),
@@ -1242,23 +1502,36 @@ impl State {
             return actions;
         };
         actions.push(Action::Log(format!("{} disconnected", w.name())));
-        // Checkpoint participant.
-        if let Some(c) = self.ckpt.as_mut().filter(|c| c.participants.contains(&id)) {
-            c.participants.remove(&id);
-            c.images.remove(&id);
-            c.resumed.remove(&id);
-            for arrived in c.barriers.values_mut() {
-                arrived.remove(&id);
+        let frozen = self
+            .ckpt
+            .as_ref()
+            .is_some_and(|c| c.decision.is_none() && c.frozen.contains(&id));
+        if let Some(deadline) = w.exec_deadline.filter(|_| !frozen) {
+            // Exec'ing: keep its place (vpid, participant slot) for the new image. It has to
+            // arrive at the checkpoint's barriers again.
+            if let Some(c) = self.ckpt.as_mut() {
+                for arrived in c.barriers.values_mut() {
+                    arrived.remove(&id);
+                }
+                c.barriers.retain(|_, a| !a.is_empty());
             }
-            c.barriers.retain(|_, a| !a.is_empty());
-            let warning = format!(
-                "{} disconnected during checkpoint {}; it has no image in this generation",
-                w.name(),
-                c.generation
+            actions.push(Action::Log(format!(
+                "{} is exec'ing: its place is kept for the new program",
+                w.name()
+            )));
+            self.ghosts.insert(
+                id,
+                Ghost {
+                    worker: w.clone(),
+                    deadline,
+                },
             );
-            actions.push(Action::Log(warning.clone()));
-            c.warnings.push(warning);
-            actions.extend(self.eval_ckpt(now));
+        } else if self
+            .ckpt
+            .as_ref()
+            .is_some_and(|c| c.participants.contains(&id))
+        {
+            actions.extend(self.participant_left(id, &w, now));
         }
         // Restart member.
         if let Some(g) = self.restart.as_mut().filter(|g| g.members.contains(&id)) {
@@ -1287,17 +1560,61 @@ impl State {
         actions
     }
 
-    /// With no process left and nothing in progress, the computation is forgotten: the next
-    /// fresh process starts a new one (the coordinator is stateless).
+    /// A participant of the running checkpoint is gone for good (`w`: what it was).
+    ///
+    /// Before it arrived at barrier `suspended` this is an ordinary exit: it leaves the
+    /// participants and the checkpoint goes on without it. After (it was frozen, so it was
+    /// killed from outside) the checkpoint is aborted. After the commit decision it is dropped
+    /// with a warning.
+    fn participant_left(&mut self, id: ClientId, w: &Worker, now: Instant) -> Vec<Action> {
+        let mut actions = Vec::new();
+        let Some(c) = self.ckpt.as_mut().filter(|c| c.participants.contains(&id)) else {
+            return actions;
+        };
+        let frozen = c.frozen.contains(&id);
+        c.participants.remove(&id);
+        c.images.remove(&id);
+        c.resumed.remove(&id);
+        c.frozen.remove(&id);
+        for arrived in c.barriers.values_mut() {
+            arrived.remove(&id);
+        }
+        c.barriers.retain(|_, a| !a.is_empty());
+        if c.decision.is_none() && frozen {
+            return self.finish_failed(format!("{} died while frozen", w.name()));
+        }
+        if c.decision.is_some() {
+            let warning = format!(
+                "{} disconnected during checkpoint {}; it has no image in this generation",
+                w.name(),
+                c.generation
+            );
+            actions.push(Action::Log(warning.clone()));
+            c.warnings.push(warning);
+        } else {
+            actions.push(Action::Log(format!(
+                "{} exited before it was frozen: checkpoint {} goes on without it",
+                w.name(),
+                c.generation
+            )));
+        }
+        actions.extend(self.eval_ckpt(now));
+        actions
+    }
+
+    /// With no process left (no worker, no ghost) and nothing in progress, the computation is
+    /// forgotten: the next fresh process starts a new one (the coordinator is stateless).
     fn maybe_forget(&mut self) -> Vec<Action> {
         if self.comp_id.is_some()
             && self.worker_ids().is_empty()
+            && self.ghosts.is_empty()
             && self.ckpt.is_none()
             && self.restart.is_none()
         {
             let c = self.comp_id.take().unwrap();
             self.generation = 0;
             self.next_vpid = 1;
+            self.next_high = VPID_HIGH;
             self.barriers.clear();
             return vec![Action::Log(format!(
                 "computation {} has no process left; forgotten",
@@ -1311,6 +1628,31 @@ impl State {
     pub fn tick(&mut self, now: Instant) -> Vec<Action> {
         let mut actions = Vec::new();
         let timeout = self.cfg.timeout;
+        // Exec'd images that never joined: statically linked or setuid programs ignore
+        // LD_PRELOAD. They are gone from the computation.
+        let expired: Vec<ClientId> = self
+            .ghosts
+            .iter()
+            .filter(|(_, g)| now >= g.deadline)
+            .map(|(id, _)| *id)
+            .collect();
+        let any_expired = !expired.is_empty();
+        for id in expired {
+            let g = self.ghosts.remove(&id).unwrap();
+            let warning = format!(
+                "vpid {} exec'd {}, which runs without ckpt (statically linked or setuid?)",
+                g.worker.vpid, g.worker.program
+            );
+            actions.push(Action::Log(format!("warning: {warning}")));
+            if let Some(c) = self.ckpt.as_mut().filter(|c| c.participants.contains(&id)) {
+                c.warnings.push(warning);
+            }
+            actions.extend(self.participant_left(id, &g.worker, now));
+        }
+        if any_expired {
+            actions.extend(self.eval_global_barriers());
+            actions.extend(self.maybe_forget());
+        }
         // Checkpoint phase timeout.
         if let Some(c) = &self.ckpt
             && now.saturating_duration_since(c.phase_started) >= timeout
@@ -1386,6 +1728,8 @@ struct Hello {
     pid: i32,
     host: String,
     program: String,
+    join: JoinKind,
+    parent: Option<u64>,
 }
 
 /// Short name of a message for error texts.

@@ -13,7 +13,9 @@
 //! timeout. Errors that callers need to tell apart are [`ClientError`]s (downcast them from
 //! `anyhow::Error`).
 
+pub mod objects;
 pub mod pidns;
+pub mod tree;
 
 use std::ffi::{OsStr, OsString};
 use std::io;

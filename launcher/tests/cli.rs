@@ -213,7 +213,7 @@ fn image_error_fails_the_checkpoint_with_the_reason() {
 }
 
 #[test]
-fn worker_disconnecting_mid_checkpoint_is_dropped_with_a_warning() {
+fn worker_exiting_mid_checkpoint_is_dropped_silently() {
     let coord = Coord::start(&coord_bin(), &[]);
     let dir = TempDir::new("disc");
     let img = dir
@@ -237,14 +237,9 @@ fn worker_disconnecting_mid_checkpoint_is_dropped_with_a_warning() {
     leave.join().unwrap();
     assert!(out.status.success(), "{out:?}\n{}", coord.log_text());
     assert_eq!(text(&out.stdout), format!("{img}\n"));
+    // A process that exits before it is frozen simply has no image: not a warning.
     let err = text(&out.stderr);
-    assert!(
-        err.contains(
-            "warning: vpid 2 (pid 21, leave) disconnected during checkpoint 1; \
-             it has no image in this generation"
-        ),
-        "{err}"
-    );
+    assert!(!err.contains("vpid 2"), "{err}");
 }
 
 #[test]
@@ -305,7 +300,7 @@ fn status_list_kill_quit_interval() {
     let out = ckpt_command(coord.port, &["--list"]);
     assert_eq!(
         text(&out.stdout),
-        "1\t101\ttesthost\talpha\trunning\n2\t102\ttesthost\tbeta\trunning\n"
+        "1\t101\ttesthost\talpha\trunning\t-\n2\t102\ttesthost\tbeta\trunning\t-\n"
     );
     let out = ckpt_command(coord.port, &["-i", "3600"]);
     assert!(out.status.success(), "{out:?}");

@@ -9,7 +9,7 @@
 //! Also here: the process-wide counters that wrappers consult (checkpoint generation, time spent
 //! down across restarts) and the wrapper guard that keeps checkpoints out of wrapper bookkeeping.
 
-use ckpt_format::image::{FdInfo, ImageHeader};
+use ckpt_format::image::{FdInfo, ImageHeader, PeerInfo};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
@@ -23,8 +23,17 @@ pub static MONO_SKEW_NS: AtomicI64 = AtomicI64::new(0);
 /// Same for CLOCK_REALTIME deadlines.
 pub static REAL_SKEW_NS: AtomicI64 = AtomicI64::new(0);
 
+/// This process's vpid (set by the core when it joins; 0 before).
+pub static VPID: AtomicU64 = AtomicU64::new(0);
+
 /// The checkpoint signal number (set by the core before any plugin's `init`).
 pub static CKPT_SIGNAL: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// The kernel's pid of this process (never the virtual one the `getpid` wrapper returns).
+pub fn real_pid() -> i32 {
+    // SAFETY: getpid has no failure mode.
+    unsafe { libc::syscall(libc::SYS_getpid) as i32 }
+}
 
 pub fn generation() -> u64 {
     GENERATION.load(Ordering::Acquire)
@@ -102,6 +111,11 @@ pub struct CkptContext<'a> {
     pub header: &'a mut ImageHeader,
     /// Human-readable warnings reported to `ckpt-command`.
     pub warnings: &'a mut Vec<String>,
+    /// This process's vpid.
+    pub vpid: u64,
+    /// Every process of the computation (all frozen now), with the pids they see themselves
+    /// as (the pid namespace is the same for all of them).
+    pub peers: &'a [PeerInfo],
 }
 
 /// What a plugin sees in a restarted process, before user threads run again.
@@ -124,3 +138,44 @@ pub trait Plugin: Send {
     /// Restarted process, user threads still frozen: recreate the objects.
     fn restart(&mut self, ctx: &mut RestartContext) -> Result<(), String>;
 }
+
+// ---- real functions ----------------------------------------------------------------------
+
+use std::ffi::CStr;
+use std::sync::atomic::AtomicUsize;
+
+/// Stores `dlsym(RTLD_NEXT, name)` in `slot` and returns it (0 if glibc has no such symbol).
+#[cold]
+#[inline(never)]
+pub fn resolve(slot: &AtomicUsize, name: &CStr) -> usize {
+    // SAFETY: dlsym with a NUL-terminated name.
+    let p = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr()) } as usize;
+    slot.store(p, Ordering::Relaxed);
+    p
+}
+
+/// One `AtomicUsize` per real function and a typed accessor for it; `resolve_all` for init.
+macro_rules! real_fns_impl {
+    ($($get:ident, $slot:ident, $name:literal, $ty:ty;)*) => {
+        $(
+            static $slot: AtomicUsize = AtomicUsize::new(0);
+
+            #[inline(always)]
+            fn $get() -> Option<$ty> {
+                let p = match $slot.load(Ordering::Relaxed) {
+                    0 => $crate::api::resolve(&$slot, $name),
+                    p => p,
+                };
+                // SAFETY: p is 0 or glibc's function of that name, whose C signature is $ty;
+                // Option of a fn pointer is a nullable pointer.
+                unsafe { std::mem::transmute::<usize, Option<$ty>>(p) }
+            }
+        )*
+
+        fn resolve_all() {
+            $( $crate::api::resolve(&$slot, $name); )*
+        }
+    };
+}
+
+pub(crate) use real_fns_impl as real_fns;

@@ -30,7 +30,6 @@
 use crate::api::{self, CkptContext, Plugin, RestartContext};
 use libc::{c_int, c_void, clockid_t, nfds_t, size_t, sockaddr, socklen_t, ssize_t};
 use libc::{epoll_event, fd_set, msghdr, pollfd, sem_t, sigset_t, timespec, timeval};
-use std::ffi::CStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 type PollFn = unsafe extern "C" fn(*mut pollfd, nfds_t, c_int) -> c_int;
@@ -81,39 +80,7 @@ type RecvmsgFn = unsafe extern "C" fn(c_int, *mut msghdr, c_int) -> ssize_t;
 type AcceptFn = unsafe extern "C" fn(c_int, *mut sockaddr, *mut socklen_t) -> c_int;
 type Accept4Fn = unsafe extern "C" fn(c_int, *mut sockaddr, *mut socklen_t, c_int) -> c_int;
 
-/// Stores `dlsym(RTLD_NEXT, name)` in `slot` and returns it (0 if glibc has no such symbol).
-#[cold]
-#[inline(never)]
-fn resolve(slot: &AtomicUsize, name: &CStr) -> usize {
-    // SAFETY: dlsym with a NUL-terminated name.
-    let p = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr()) } as usize;
-    slot.store(p, Ordering::Relaxed);
-    p
-}
-
-/// One `AtomicUsize` per real function and a typed accessor for it; `resolve_all` for init.
-macro_rules! real_fns {
-    ($($get:ident, $slot:ident, $name:literal, $ty:ty;)*) => {
-        $(
-            static $slot: AtomicUsize = AtomicUsize::new(0);
-
-            #[inline(always)]
-            fn $get() -> Option<$ty> {
-                let p = match $slot.load(Ordering::Relaxed) {
-                    0 => resolve(&$slot, $name),
-                    p => p,
-                };
-                // SAFETY: p is 0 or glibc's function of that name, whose C signature is $ty;
-                // Option of a fn pointer is a nullable pointer.
-                unsafe { std::mem::transmute::<usize, Option<$ty>>(p) }
-            }
-        )*
-
-        fn resolve_all() {
-            $( resolve(&$slot, $name); )*
-        }
-    };
-}
+use crate::api::real_fns;
 
 real_fns! {
     real_poll, POLL, c"poll", PollFn;

@@ -6,10 +6,17 @@
 //!   and put back at their offset. Contents are not saved: the restarted process rewrites from
 //!   its checkpoint offset (a file that grew after the checkpoint keeps its tail until the
 //!   program overwrites it). A missing file is an error naming it.
-//! - fds 0, 1, 2 and fds found open when the computation started ("pre-existing": inherited from
-//!   outside, e.g. a pipe on fd 251 from a test harness) that are not regular files are
-//!   re-inherited: at restart they are whatever `ckpt-restart` itself has on that number
-//!   (its terminal, its pipes), or `/dev/null` if it has nothing there.
+//! - Objects from outside the computation: the root process records `(fd, dev, ino)` of every fd
+//!   open when it started (its terminal, a harness pipe on fd 251, ...); children inherit the
+//!   set (in memory across fork, in `CKPT_OUTSIDE` across exec). Any fd of any process of the
+//!   tree whose object is in that set and is not a regular file or directory is re-inherited at
+//!   restart: it becomes whatever `ckpt-restart` has on the number the object had in the root
+//!   at launch (`FdInfo::reinherit_from`), or `/dev/null`.
+//! - Open file descriptions shared by several fds (dup) or processes (fork) are found with
+//!   `kcmp(KCMP_FILE)` against every process of the computation; the lowest (vpid, fd) names
+//!   the description and `ckpt-restart` opens it once and installs it on every sharer, so the
+//!   offset and `O_APPEND` stay shared. Deleted-but-open files are saved with their contents
+//!   (up to 64 MiB) and recreated the same way (then unlinked again).
 //! - Pipes created by the program belong to the pipes plugin. Other objects (sockets, event fds)
 //!   belong to plugins that do not exist yet: the checkpoint warns and they become `/dev/null`
 //!   after restart.
@@ -17,13 +24,133 @@
 //! Runs on the checkpoint thread with user threads frozen: raw /proc reads, no glibc malloc.
 
 use crate::api::{CkptContext, Plugin, RestartContext};
-use ckpt_format::image::{FdInfo, FdKind};
+use ckpt_format::image::{FdInfo, FdKind, ObjKind, ObjRef, SharedObject};
 use std::ffi::CString;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 #[derive(Default)]
-pub struct Files {
-    /// fds open when the computation started.
-    preexisting: Vec<i32>,
+pub struct Files {}
+
+/// Objects open when the computation started: (fd in the root, dev, ino). Static memory so a
+/// forked child inherits it; filled once by the constructor.
+const MAX_OUTSIDE: usize = 64;
+static OUTSIDE: [[AtomicU64; 3]; MAX_OUTSIDE] =
+    [const { [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)] }; MAX_OUTSIDE];
+static NOUTSIDE: AtomicUsize = AtomicUsize::new(0);
+
+fn outside_add(fd: i32, dev: u64, ino: u64) {
+    let n = NOUTSIDE.load(Ordering::Relaxed);
+    if n < MAX_OUTSIDE && outside_lookup(dev, ino).is_none() {
+        OUTSIDE[n][0].store(fd as u64, Ordering::Relaxed);
+        OUTSIDE[n][1].store(dev, Ordering::Relaxed);
+        OUTSIDE[n][2].store(ino, Ordering::Relaxed);
+        NOUTSIDE.store(n + 1, Ordering::Release);
+    }
+}
+
+/// The root's fd number for an outside object.
+fn outside_lookup(dev: u64, ino: u64) -> Option<i32> {
+    (0..NOUTSIDE.load(Ordering::Acquire)).find_map(|i| {
+        (OUTSIDE[i][1].load(Ordering::Relaxed) == dev
+            && OUTSIDE[i][2].load(Ordering::Relaxed) == ino)
+            .then(|| OUTSIDE[i][0].load(Ordering::Relaxed) as i32)
+    })
+}
+
+/// The outside set as `fd:dev:ino,...` for `CKPT_OUTSIDE` (exec).
+pub fn outside_env() -> String {
+    (0..NOUTSIDE.load(Ordering::Acquire))
+        .map(|i| {
+            format!(
+                "{}:{}:{}",
+                OUTSIDE[i][0].load(Ordering::Relaxed),
+                OUTSIDE[i][1].load(Ordering::Relaxed),
+                OUTSIDE[i][2].load(Ordering::Relaxed)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// FNV-1a over `parts`: the key of a shared object, the same in every image that has it.
+pub fn obj_key(tag: &str, parts: &[u64]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |b: u8| {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    };
+    tag.bytes().for_each(&mut eat);
+    for p in parts {
+        p.to_le_bytes().into_iter().for_each(&mut eat);
+    }
+    h
+}
+
+fn kcmp_file(pid1: i32, pid2: i32, fd1: i32, fd2: i32) -> Option<bool> {
+    const KCMP_FILE: i32 = 0;
+    // SAFETY: kcmp compares kernel objects; no memory is touched.
+    let r = unsafe { libc::syscall(libc::SYS_kcmp, pid1, pid2, KCMP_FILE, fd1, fd2) };
+    (r >= 0).then_some(r == 0)
+}
+
+/// (fd, dev, ino) of every fd of process `pid` (another process of the computation, frozen).
+fn peer_fds(pid: i32) -> Vec<(i32, u64, u64)> {
+    let mut fds = Vec::new();
+    let path = CString::new(format!("/proc/{pid}/fd")).unwrap_or_default();
+    let _ = crate::rawdir::list_numeric_dir(&path, &mut fds);
+    fds.into_iter()
+        .filter_map(|fd| {
+            let p = CString::new(format!("/proc/{pid}/fd/{fd}")).ok()?;
+            // SAFETY: stat into a zeroed buffer (follows the magic link to the object).
+            let mut st: libc::stat = unsafe { std::mem::zeroed() };
+            // SAFETY: valid path and out-pointer.
+            (unsafe { libc::stat(p.as_ptr(), &mut st) } == 0).then_some((fd, st.st_dev, st.st_ino))
+        })
+        .collect()
+}
+
+/// (vpid, pid, its (fd, dev, ino) list) of another process of the computation.
+type PeerFds = (u64, i32, Vec<(i32, u64, u64)>);
+
+/// Largest deleted file whose contents are saved in the image.
+const MAX_DELETED: u64 = 64 << 20;
+
+fn read_deleted(fd: i32, size: u64, path: &str) -> Result<Vec<u8>, String> {
+    if size > MAX_DELETED {
+        return Err(format!(
+            "fd {fd}: deleted file {path} is {size} bytes; at most {MAX_DELETED} bytes of a deleted file are saved"
+        ));
+    }
+    let p = CString::new(format!("/proc/self/fd/{fd}")).unwrap_or_default();
+    // SAFETY: reopening our own fd read-only through /proc (works for O_WRONLY fds too).
+    let rfd = unsafe { libc::open(p.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if rfd < 0 {
+        return Err(format!(
+            "fd {fd}: cannot read deleted file {path}: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    let mut data = vec![0u8; size as usize];
+    let mut got = 0usize;
+    while got < data.len() {
+        // SAFETY: reading into the unfilled tail of `data`.
+        let r = unsafe {
+            libc::pread(
+                rfd,
+                data[got..].as_mut_ptr().cast(),
+                data.len() - got,
+                got as i64,
+            )
+        };
+        if r <= 0 {
+            break;
+        }
+        got += r as usize;
+    }
+    data.truncate(got);
+    // SAFETY: closing our fd.
+    unsafe { libc::close(rfd) };
+    Ok(data)
 }
 
 fn list_fds() -> Vec<i32> {
@@ -45,7 +172,7 @@ fn kind_of(mode: u32) -> FdKind {
 }
 
 /// Saves one fd; `None` if it vanished meanwhile.
-fn inspect(fd: i32, preexisting: bool) -> Option<FdInfo> {
+fn inspect(fd: i32) -> Option<FdInfo> {
     // SAFETY: fstat into a zeroed stat buffer.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: st is a valid out-pointer.
@@ -79,16 +206,32 @@ fn inspect(fd: i32, preexisting: bool) -> Option<FdInfo> {
         cloexec: fdflags >= 0 && fdflags & libc::FD_CLOEXEC != 0,
         offset,
         size: st.st_size as u64,
-        preexisting,
+        preexisting: false,
         dev: st.st_dev,
         ino: st.st_ino,
+        reinherit_from: if matches!(kind, FdKind::Regular | FdKind::Directory) {
+            None
+        } else {
+            outside_lookup(st.st_dev, st.st_ino)
+        },
         ..Default::default()
     })
 }
 
 /// Whether `ckpt-restart` hands this fd through as it is instead of reopening it.
 pub fn reinherited(f: &FdInfo) -> bool {
-    (f.fd <= 2 || f.preexisting) && !matches!(f.kind, FdKind::Regular | FdKind::Directory)
+    if f.dev == 0 && f.ino == 0 && f.reinherit_from.is_none() {
+        // Images without object identities: the old rule.
+        return (f.fd <= 2 || f.preexisting)
+            && !matches!(f.kind, FdKind::Regular | FdKind::Directory);
+    }
+    f.reinherit_from.is_some()
+}
+
+/// Whether `ckpt-restart` installed this fd before the restorer ran (shared object or
+/// re-inherited from outside): the restart only fixes its close-on-exec flag.
+pub fn installed_by_restart(f: &FdInfo) -> bool {
+    f.object.is_some() || f.reinherit_from.is_some()
 }
 
 fn cstr(s: &str) -> Result<CString, String> {
@@ -195,7 +338,25 @@ impl Plugin for Files {
     }
 
     fn init(&mut self) {
-        self.preexisting = list_fds().into_iter().filter(|&fd| fd > 2).collect();
+        // An exec'd process of the tree gets the set from its predecessor; the root records
+        // what it found open.
+        if let Ok(v) = std::env::var("CKPT_OUTSIDE") {
+            for e in v.split(',') {
+                let mut it = e.split(':').map(|x| x.parse::<u64>().unwrap_or(0));
+                if let (Some(fd), Some(dev), Some(ino)) = (it.next(), it.next(), it.next()) {
+                    outside_add(fd as i32, dev, ino);
+                }
+            }
+            return;
+        }
+        for fd in list_fds() {
+            // SAFETY: fstat into a zeroed buffer.
+            let mut st: libc::stat = unsafe { std::mem::zeroed() };
+            // SAFETY: valid out-pointer.
+            if unsafe { libc::fstat(fd, &mut st) } == 0 {
+                outside_add(fd, st.st_dev, st.st_ino);
+            }
+        }
     }
 
     fn checkpoint(&mut self, ctx: &mut CkptContext) -> Result<(), String> {
@@ -204,14 +365,10 @@ impl Plugin for Files {
             if ctx.core_fds.contains(&fd) {
                 continue;
             }
-            let Some(info) = inspect(fd, self.preexisting.contains(&fd)) else {
+            let Some(info) = inspect(fd) else {
                 continue;
             };
             match info.kind {
-                FdKind::Regular if info.deleted => ctx.warnings.push(format!(
-                    "fd {fd}: {} was deleted; its contents are not saved yet: it will be /dev/null after restart",
-                    info.path
-                )),
                 FdKind::Regular | FdKind::Directory | FdKind::CharDevice => {}
                 _ if reinherited(&info) => {}
                 // The pipes and timerfd plugins save and recreate these.
@@ -224,16 +381,20 @@ impl Plugin for Files {
             }
             out.push(info);
         }
+        self.share_descriptions(ctx, &mut out)?;
         ctx.header.fds = out;
         Ok(())
     }
 
     fn restart(&mut self, ctx: &mut RestartContext) -> Result<(), String> {
         // Close whatever ckpt-restart left open that the image does not have (keeping the
-        // numbers that are handed through and the core's own fds).
+        // numbers it installed and the core's own fds).
         for fd in list_fds() {
             let keep = ctx.core_fds.contains(&fd)
-                || ctx.fds.iter().any(|f| f.fd == fd && reinherited(f))
+                || ctx
+                    .fds
+                    .iter()
+                    .any(|f| f.fd == fd && (reinherited(f) || installed_by_restart(f)))
                 || fd <= 2;
             if !keep {
                 // SAFETY: closing an fd that the restored program does not know about.
@@ -241,6 +402,18 @@ impl Plugin for Files {
             }
         }
         for f in ctx.fds {
+            if f.object.is_some() {
+                // Installed by ckpt-restart (shared description, pipe, deleted file).
+                // SAFETY: setting the saved close-on-exec flag on an open fd.
+                unsafe {
+                    libc::fcntl(
+                        f.fd,
+                        libc::F_SETFD,
+                        if f.cloexec { libc::FD_CLOEXEC } else { 0 },
+                    )
+                };
+                continue;
+            }
             if (f.kind == FdKind::Pipe && !reinherited(f)) || crate::timerfd::is_timerfd(f) {
                 continue; // recreated by the pipes and timerfd plugins, which run next
             }
@@ -257,13 +430,106 @@ impl Plugin for Files {
                 unsafe { libc::close(fd) };
             }
         }
-        // The new preexisting set is what the image had.
-        self.preexisting = ctx
-            .fds
-            .iter()
-            .filter(|f| f.preexisting)
-            .map(|f| f.fd)
-            .collect();
+        // The outside objects are now ckpt-restart's: record their new identities.
+        for f in ctx.fds {
+            if let Some(n) = f.reinherit_from {
+                // SAFETY: fstat into a zeroed buffer.
+                let mut st: libc::stat = unsafe { std::mem::zeroed() };
+                // SAFETY: valid out-pointer.
+                if unsafe { libc::fstat(f.fd, &mut st) } == 0 {
+                    let i = (0..NOUTSIDE.load(Ordering::Acquire))
+                        .find(|&i| OUTSIDE[i][0].load(Ordering::Relaxed) == n as u64);
+                    match i {
+                        Some(i) => {
+                            OUTSIDE[i][1].store(st.st_dev, Ordering::Relaxed);
+                            OUTSIDE[i][2].store(st.st_ino, Ordering::Relaxed);
+                        }
+                        None => outside_add(n, st.st_dev, st.st_ino),
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Files {
+    /// Finds open file descriptions shared between fds of this process (dup) or with other
+    /// processes of the computation (fork), and deleted files; turns them into shared objects
+    /// that ckpt-restart recreates once.
+    fn share_descriptions(
+        &mut self,
+        ctx: &mut CkptContext,
+        fds: &mut [FdInfo],
+    ) -> Result<(), String> {
+        // SAFETY: getpid has no failure mode (raw: the wrapper would give the vpid).
+        let me = unsafe { libc::syscall(libc::SYS_getpid) } as i32;
+        let mut others: Vec<PeerFds> = Vec::new();
+        let candidates = |f: &FdInfo| {
+            matches!(f.kind, FdKind::Regular | FdKind::Directory) && f.reinherit_from.is_none()
+        };
+        if fds.iter().any(candidates) {
+            for p in ctx.peers.iter().filter(|p| p.vpid != ctx.vpid) {
+                others.push((p.vpid, p.pid, peer_fds(p.pid)));
+            }
+        }
+        let snapshot: Vec<(i32, u64, u64)> = fds.iter().map(|f| (f.fd, f.dev, f.ino)).collect();
+        for f in fds.iter_mut().filter(|f| candidates(f)) {
+            // Leader of the description: the lowest (vpid, fd) sharing it.
+            let mut leader = (ctx.vpid, f.fd);
+            let mut shared = false;
+            for &(fd2, dev, ino) in &snapshot {
+                if fd2 != f.fd
+                    && dev == f.dev
+                    && ino == f.ino
+                    && kcmp_file(me, me, f.fd, fd2) == Some(true)
+                {
+                    shared = true;
+                    leader = leader.min((ctx.vpid, fd2));
+                }
+            }
+            for (vpid, pid, list) in &others {
+                for &(fd2, dev, ino) in list {
+                    if dev == f.dev && ino == f.ino && kcmp_file(me, *pid, f.fd, fd2) == Some(true)
+                    {
+                        shared = true;
+                        leader = leader.min((*vpid, fd2));
+                    }
+                }
+            }
+            if !shared && !f.deleted {
+                continue;
+            }
+            let key = obj_key("desc", &[leader.0, leader.1 as u64]);
+            f.object = Some(ObjRef { key, end: 0 });
+            if ctx.header.objects.iter().any(|o| o.key == key) {
+                continue;
+            }
+            let i_lead = leader == (ctx.vpid, f.fd) || leader.0 == ctx.vpid;
+            let data = if f.deleted && i_lead {
+                read_deleted(f.fd, f.size, &f.path)?
+            } else {
+                Vec::new()
+            };
+            // SAFETY: fstat into a zeroed buffer.
+            let mut st: libc::stat = unsafe { std::mem::zeroed() };
+            // SAFETY: valid out-pointer on our fd.
+            unsafe { libc::fstat(f.fd, &mut st) };
+            ctx.header.objects.push(SharedObject {
+                key,
+                kind: ObjKind::File {
+                    path: f.path.clone(),
+                    directory: f.kind == FdKind::Directory,
+                    deleted: f.deleted,
+                    size: f.size,
+                    mode: st.st_mode & 0o7777,
+                },
+                flags: vec![f.flags],
+                offset: f.offset,
+                has_data: f.deleted && i_lead,
+                data,
+            });
+        }
         Ok(())
     }
 }

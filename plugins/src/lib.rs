@@ -3,7 +3,9 @@
 //! startup and then runs every plugin's hooks in order at each checkpoint and restart.
 //!
 //! - [`files`]: regular files, directories, devices, and fds inherited from outside.
+//! - [`pids`]: virtual pids (translation after a restart without pid namespaces).
 //! - [`pipes`]: pipes the program made, with their buffered bytes.
+//! - [`shm`]: shared memory mappings shared again between processes after restart.
 //! - [`timerfd`]: timer fds with their clock, interval and remaining time.
 //! - [`timers`]: sleeps made invisible to checkpoints (EINTR retry with remaining time).
 //! - [`eintr`]: poll/select/epoll/semaphore/socket waits retried after a checkpoint.
@@ -14,9 +16,11 @@
 pub mod api;
 pub mod eintr;
 pub mod files;
+pub mod pids;
 pub mod pipes;
 pub mod posix_timers;
 pub mod rawdir;
+pub mod shm;
 pub mod signals;
 pub mod timerfd;
 pub mod timers;
@@ -25,7 +29,8 @@ pub mod timers;
 pub fn all() -> Vec<Box<dyn api::Plugin>> {
     vec![
         Box::new(files::Files::default()),
-        Box::new(pipes::Pipes::default()),
+        Box::new(pipes::Pipes),
+        Box::new(shm::Shm::default()),
         Box::new(timerfd::TimerFds::default()),
         Box::new(timers::Timers),
         Box::new(signals::P::default()),

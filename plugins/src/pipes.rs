@@ -1,43 +1,23 @@
-//! Pipes created by the program (not inherited from outside: those are re-inherited by the
-//! files plugin). A pipe stays a pipe after restart: same fd numbers for every end, same
-//! buffer size (`F_GETPIPE_SZ`), same `O_NONBLOCK`/close-on-exec flags, and the bytes that
+//! Pipes and FIFOs made inside the computation (those inherited from outside are re-inherited
+//! by the files plugin). A pipe stays a pipe after restart: same fd numbers for every end in
+//! every process, same buffer size (`F_GETPIPE_SZ`), same status flags, and the bytes that
 //! were in flight, in order, nothing lost or duplicated.
 //!
-//! At checkpoint the buffered bytes are *peeked* with `tee(2)` into a scratch pipe and read
-//! from there, so the running program (on resume) still finds them in its pipe. At restart a
-//! new pipe is made, sized, filled with those bytes and put on every saved fd number.
-//!
-//! This version handles pipes whose read end is in this process (a pipe between threads, or a
-//! pipe whose other end another process closed). A pipe shared with another process of the
-//! computation needs the process-tree plugin: until then its missing end is closed at restart
-//! (readers see the saved bytes then EOF, writers get EPIPE), and the checkpoint says so.
+//! At checkpoint every process records, for each pipe fd, a reference to a shared object keyed
+//! by the pipe's (dev, ino) — the same key in every image. A process holding a read end
+//! *peeks* the buffered bytes with `tee(2)` into a scratch pipe (the running program still
+//! finds them on resume); every process is frozen, so all copies agree. At restart
+//! `ckpt-restart` makes one pipe per key, sizes and fills it, and installs its ends on the
+//! saved fd numbers of every process before the restorers run; this plugin has nothing left
+//! to do then. A FIFO (a pipe with a path) is reopened by path the same way.
 //!
 //! Runs with user threads frozen: syscalls only, no glibc malloc.
 
 use crate::api::{CkptContext, Plugin, RestartContext};
-use ckpt_format::image::FdKind;
-
-/// One end of a pipe as the program had it.
-#[derive(Clone, Debug)]
-struct End {
-    fd: i32,
-    read: bool,
-    flags: i32,
-    cloexec: bool,
-}
-
-#[derive(Clone, Debug)]
-struct SavedPipe {
-    ino: u64,
-    size: i32,
-    data: Vec<u8>,
-    ends: Vec<End>,
-}
+use ckpt_format::image::{FdKind, ObjKind, ObjRef, SharedObject};
 
 #[derive(Default)]
-pub struct Pipes {
-    saved: Vec<SavedPipe>,
-}
+pub struct Pipes;
 
 fn errno() -> std::io::Error {
     std::io::Error::last_os_error()
@@ -85,120 +65,64 @@ impl Plugin for Pipes {
     }
 
     fn checkpoint(&mut self, ctx: &mut CkptContext) -> Result<(), String> {
-        let mut saved: Vec<SavedPipe> = Vec::new();
-        for f in ctx.header.fds.iter() {
+        let mut objects: Vec<SharedObject> = Vec::new();
+        let mut read_fd: Vec<(u64, i32)> = Vec::new();
+        for f in ctx.header.fds.iter_mut() {
             if f.kind != FdKind::Pipe || crate::files::reinherited(f) {
                 continue;
             }
-            // SAFETY: fstat into a zeroed buffer.
-            let mut st: libc::stat = unsafe { std::mem::zeroed() };
-            // SAFETY: valid out-pointer.
-            if unsafe { libc::fstat(f.fd, &mut st) } != 0 {
-                continue;
-            }
-            let end = End {
-                fd: f.fd,
-                read: f.flags & libc::O_ACCMODE == libc::O_RDONLY,
-                flags: f.flags,
-                cloexec: f.cloexec,
-            };
-            match saved.iter_mut().find(|p| p.ino == st.st_ino) {
-                Some(p) => p.ends.push(end),
+            let read = f.flags & libc::O_ACCMODE == libc::O_RDONLY;
+            let fifo = f.path.starts_with('/');
+            let key = crate::files::obj_key("pipe", &[f.dev, f.ino]);
+            f.object = Some(ObjRef {
+                key,
+                end: if read { 0 } else { 1 },
+            });
+            let end = usize::from(!read);
+            match objects.iter_mut().find(|o| o.key == key) {
+                Some(o) => o.flags[end] = f.flags,
                 None => {
                     // SAFETY: querying the pipe's buffer size.
                     let size = unsafe { libc::fcntl(f.fd, libc::F_GETPIPE_SZ) };
-                    saved.push(SavedPipe {
-                        ino: st.st_ino,
-                        size,
+                    let mut flags = vec![0, 0];
+                    flags[end] = f.flags;
+                    objects.push(SharedObject {
+                        key,
+                        kind: if fifo {
+                            ObjKind::Fifo {
+                                path: f.path.clone(),
+                                size,
+                            }
+                        } else {
+                            ObjKind::Pipe { size }
+                        },
+                        flags,
+                        offset: 0,
+                        has_data: false,
                         data: Vec::new(),
-                        ends: vec![end],
-                    })
+                    });
                 }
             }
-        }
-        for p in saved.iter_mut() {
-            match p.ends.iter().find(|e| e.read) {
-                Some(r) => p.data = peek(r.fd, p.size)?,
-                None => ctx.warnings.push(format!(
-                    "pipe:[{}] (fd {}): its read end is in another process; the write end will get EPIPE after restart",
-                    p.ino, p.ends[0].fd
-                )),
-            }
-            if p.ends.iter().all(|e| e.read) {
-                ctx.warnings.push(format!(
-                    "pipe:[{}] (fd {}): its write end is in another process; readers will see the saved {} bytes, then EOF, after restart",
-                    p.ino,
-                    p.ends[0].fd,
-                    p.data.len()
-                ));
+            if read && !read_fd.iter().any(|&(k, _)| k == key) {
+                read_fd.push((key, f.fd));
             }
         }
-        self.saved = saved;
+        for o in objects.iter_mut() {
+            if let Some(&(_, fd)) = read_fd.iter().find(|&&(k, _)| k == o.key) {
+                let size = match o.kind {
+                    ObjKind::Pipe { size } | ObjKind::Fifo { size, .. } => size,
+                    _ => 0,
+                };
+                o.data = peek(fd, size)?;
+                o.has_data = true;
+            }
+        }
+        ctx.header.objects.extend(objects);
         Ok(())
     }
 
-    fn restart(&mut self, ctx: &mut RestartContext) -> Result<(), String> {
-        // New pipes are made on numbers above every fd the program will have, then moved
-        // down, so no temporary fd can land on a number another pipe end still needs.
-        let floor = ctx
-            .fds
-            .iter()
-            .map(|f| f.fd)
-            .chain(ctx.core_fds.iter().copied())
-            .max()
-            .unwrap_or(2)
-            + 1;
-        let mut made: Vec<[i32; 2]> = Vec::new();
-        for p in &self.saved {
-            let mut fds = [0i32; 2];
-            // SAFETY: pipe2 fills two fds.
-            if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-                return Err(format!("pipe2: {}", errno()));
-            }
-            let mut high = [0i32; 2];
-            for i in 0..2 {
-                // SAFETY: duplicating our new fd above `floor`, then closing the original.
-                high[i] = unsafe { libc::fcntl(fds[i], libc::F_DUPFD_CLOEXEC, floor) };
-                // SAFETY: closing the fd we just duplicated.
-                unsafe { libc::close(fds[i]) };
-                if high[i] < 0 {
-                    return Err(format!("F_DUPFD: {}", errno()));
-                }
-            }
-            // SAFETY: sizing and filling our own new pipe.
-            unsafe { libc::fcntl(high[1], libc::F_SETPIPE_SZ, p.size) };
-            let mut off = 0;
-            while off < p.data.len() {
-                // SAFETY: writing from the saved bytes into the pipe's write end.
-                let r = unsafe {
-                    libc::write(high[1], p.data[off..].as_ptr().cast(), p.data.len() - off)
-                };
-                if r <= 0 {
-                    return Err(format!("refilling pipe:[{}]: {}", p.ino, errno()));
-                }
-                off += r as usize;
-            }
-            made.push(high);
-        }
-        for (p, high) in self.saved.iter().zip(&made) {
-            for e in &p.ends {
-                let src = if e.read { high[0] } else { high[1] };
-                let fl = if e.cloexec { libc::O_CLOEXEC } else { 0 };
-                // SAFETY: dup3 onto the program's fd number (free: the files plugin closed it).
-                if unsafe { libc::dup3(src, e.fd, fl) } < 0 {
-                    return Err(format!("fd {}: dup3: {}", e.fd, errno()));
-                }
-                // SAFETY: restoring the status flags (O_NONBLOCK) on that fd.
-                unsafe { libc::fcntl(e.fd, libc::F_SETFL, e.flags) };
-            }
-        }
-        for high in made {
-            // SAFETY: closing the temporary high fds.
-            unsafe {
-                libc::close(high[0]);
-                libc::close(high[1]);
-            }
-        }
+    fn restart(&mut self, _ctx: &mut RestartContext) -> Result<(), String> {
+        // ckpt-restart made the pipes and installed them before the restorer ran.
         Ok(())
     }
 }

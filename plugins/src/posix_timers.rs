@@ -796,7 +796,7 @@ pub unsafe extern "C" fn timer_create(
     // SAFETY: no arguments.
     let self_pt = unsafe { libc::pthread_self() } as u64;
     // SAFETY: no arguments.
-    let pid = unsafe { libc::getpid() };
+    let pid = crate::api::real_pid();
     if notify == libc::SIGEV_THREAD_ID {
         let t = ev.map_or(0, |e| e.un[0] as u32 as i32);
         rec.target_tid = t;
@@ -1200,7 +1200,7 @@ impl Plugin for P {
             return Ok(());
         }
         // SAFETY: no arguments.
-        CKPT_PID.store(unsafe { libc::getpid() }, Relaxed);
+        CKPT_PID.store(crate::api::real_pid(), Relaxed);
         let procs = proc_timers();
         let high = HIGH.load(Acquire).min(MAX_TIMERS);
         let mut tracked: Vec<i32> = Vec::new();
@@ -1273,7 +1273,7 @@ impl Plugin for P {
         }
         let old_pid = CKPT_PID.load(Relaxed);
         // SAFETY: no arguments.
-        let new_pid = unsafe { libc::getpid() };
+        let new_pid = crate::api::real_pid();
         let helper_pt = HELPER_PT.load(Acquire);
         if helper_pt != 0 {
             match tid_of(helper_pt) {

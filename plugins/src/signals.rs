@@ -934,7 +934,7 @@ impl P {
     fn requeue(&mut self) -> Vec<String> {
         let mut errs = Vec::new();
         // SAFETY: getpid has no failure mode.
-        let pid = unsafe { libc::getpid() };
+        let pid = crate::api::real_pid();
         for mut info in self.pending.drain(..) {
             let sig = info[0] as u32 as i32;
             // si_signo, si_errno, si_code: i32 at bytes 0, 4, 8; the union starts at byte 16.
@@ -1054,7 +1054,7 @@ impl Plugin for P {
                 // Give this one back to the live process; it and the ones still queued are
                 // not in the image.
                 // SAFETY: getpid has no failure mode.
-                queue(unsafe { libc::getpid() }, r as i32, &info);
+                queue(crate::api::real_pid(), r as i32, &info);
                 ctx.warnings.push(format!(
                     "signals: more than {MAX_PENDING} pending process-directed signals; \
                      signal {r} and later ones are not in the image"
@@ -1069,7 +1069,7 @@ impl Plugin for P {
     fn resume(&mut self) {
         // The process goes on: its timers kept running; give back its pending signals.
         for e in self.requeue() {
-            let s = format!("ckpt[{}]: {e}\n", std::process::id());
+            let s = format!("ckpt[{}]: {e}\n", crate::api::real_pid());
             // SAFETY: writing our buffer to stderr.
             unsafe { libc::write(2, s.as_ptr().cast(), s.len()) };
         }

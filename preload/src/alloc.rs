@@ -47,6 +47,20 @@ fn unlock() {
     LOCK.store(false, Ordering::Release);
 }
 
+/// fork: no other thread may hold the heap lock while the address space is copied.
+pub fn fork_prepare() {
+    lock();
+}
+
+pub fn fork_parent() {
+    unlock();
+}
+
+/// In the child only the forking thread exists; the lock it took in `fork_prepare` is ours.
+pub fn fork_child() {
+    unlock();
+}
+
 fn reserve(len: u64, name: &core::ffi::CStr) -> u64 {
     // SAFETY: anonymous private mapping at a kernel-chosen address.
     let p = unsafe {

@@ -6,7 +6,7 @@
 //! allocation goes to the private allocator, I/O is plain syscalls through std.
 
 use crate::{alloc, restart, sys, threads, writer};
-use ckpt_format::image::{FdInfo, ImageHeader, Rlimit};
+use ckpt_format::image::{FdInfo, ImageHeader, PeerInfo, Rlimit, ZombieChild};
 use ckpt_format::raw;
 use ckpt_format::wire::{self, Msg};
 use ckpt_plugins::api::{CkptContext, Plugin, RestartContext};
@@ -33,6 +33,12 @@ pub struct Worker {
     pub stats: bool,
     /// Our pid as seen from outside our pid namespace (restarted with identical pids), else 0.
     pub outer_pid: i32,
+    /// vpid of the parent process when it is in the computation.
+    pub parent: Option<u64>,
+    /// This is the process `ckpt-launch` started.
+    pub root: bool,
+    /// Every process of the computation at the last checkpoint (from barrier `suspended`).
+    pub peers: Vec<PeerInfo>,
     /// State recorded at the last checkpoint and used at restart.
     saved_fds: Vec<FdInfo>,
     saved_sigactions: Vec<(i32, sys::KSigaction)>,
@@ -84,12 +90,16 @@ impl Worker {
             program,
             argv,
             plugins,
-            suspend_timeout_ms: std::env::var("CKPT_SUSPEND_TIMEOUT_MS")
-                .ok()
+            // From the constructor's snapshot, not std::env: a forked child must not take the
+            // environment lock another thread of its parent may have held at fork time.
+            suspend_timeout_ms: crate::procs::config_env("CKPT_SUSPEND_TIMEOUT_MS")
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(10_000),
-            stats: std::env::var_os("CKPT_STATS").is_some(),
+            stats: crate::procs::config_env("CKPT_STATS").is_some(),
             outer_pid: 0,
+            parent: None,
+            root: false,
+            peers: Vec::new(),
             saved_fds: Vec::new(),
             saved_sigactions: Vec::new(),
             saved_cwd: String::new(),
@@ -98,10 +108,12 @@ impl Worker {
     }
 
     /// Connects and says hello; fills comp_id/vpid/generation from the welcome.
-    pub fn join(&mut self, restarting: bool) -> Result<(), String> {
+    pub fn join(&mut self, kind: wire::JoinKind) -> Result<(), String> {
+        let restarting = kind == wire::JoinKind::Restart;
         let s = TcpStream::connect_timeout(&self.coord_addr, HOST_TIMEOUT)
             .map_err(|e| format!("cannot reach the coordinator at {}: {e}", self.coord_addr))?;
         let _ = s.set_nodelay(true);
+        let s = move_high(s);
         let stream = match &self.coord {
             // Restart: the old connection's fd number is part of the restored program's view of
             // its fd table (it was skipped at checkpoint); put the new socket on it.
@@ -129,7 +141,10 @@ impl Worker {
         let mut st = stream;
         let hello = Msg::HelloWorker {
             comp_id: restarting.then_some(self.comp_id),
-            vpid: restarting.then_some(self.vpid),
+            vpid: Some(match kind {
+                wire::JoinKind::Fresh | wire::JoinKind::Forked => sys::getpid() as u64,
+                wire::JoinKind::Exec | wire::JoinKind::Restart => self.vpid,
+            }),
             restarting,
             num_peers: if restarting { self.num_peers } else { 0 },
             generation: self.generation,
@@ -141,12 +156,8 @@ impl Worker {
             },
             host: hostname(),
             program: self.program.clone(),
-            join: if restarting {
-                wire::JoinKind::Restart
-            } else {
-                wire::JoinKind::Fresh
-            },
-            parent: None,
+            join: kind,
+            parent: self.parent,
         };
         let _ = st.set_read_timeout(Some(HOST_TIMEOUT));
         wire::send(&mut st, &hello).map_err(|e| format!("coordinator hello: {e}"))?;
@@ -165,6 +176,8 @@ impl Worker {
             Err(e) => return Err(format!("coordinator hello: {e}")),
         }
         let _ = st.set_read_timeout(None);
+        crate::procs::COORD_FD.store(st.as_raw_fd(), core::sync::atomic::Ordering::Release);
+        crate::procs::VPID.store(self.vpid, core::sync::atomic::Ordering::Release);
         self.coord = Some(st);
         Ok(())
     }
@@ -181,13 +194,23 @@ impl Worker {
 
     /// Waits for a barrier release. `Err` = abort the checkpoint.
     fn barrier(&mut self, name: &str) -> Result<(), String> {
+        self.allgather(name, None).map(|_| ())
+    }
+
+    /// A barrier where every arrival contributes `data`; returns all contributions by vpid.
+    fn allgather(
+        &mut self,
+        name: &str,
+        data: Option<Vec<u8>>,
+    ) -> Result<Vec<wire::PeerData>, String> {
+        let vpid = self.vpid;
         self.send(&Msg::Barrier {
             name: name.to_string(),
-            data: None,
+            data: data.map(|data| wire::PeerData { vpid, data }),
         })?;
         loop {
             match self.recv()? {
-                Msg::BarrierReleased { name: n, .. } if n == name => return Ok(()),
+                Msg::BarrierReleased { name: n, data } if n == name => return Ok(data),
                 Msg::Commit {
                     commit: false,
                     reason,
@@ -234,7 +257,7 @@ impl Worker {
             computation_id: self.comp_id,
             generation,
             vpid: self.vpid,
-            num_peers: self.num_peers,
+            num_peers: self.peers.len().max(1) as u32,
             program: self.program.clone(),
             argv: self.argv.clone(),
             cwd: std::env::current_dir()
@@ -254,8 +277,91 @@ impl Worker {
             special: Vec::new(),
             memory_bytes: 0,
             nregions: 0,
+            parent: self.parent_in_computation(),
+            // SAFETY: plain queries about ourselves.
+            pgid: unsafe { libc::getpgid(0) },
+            // SAFETY: as above.
+            sid: unsafe { libc::getsid(0) },
+            root: self.root,
+            zombies: self.zombie_children(),
+            peers: self.peers.clone(),
             ..Default::default()
         }
+    }
+
+    /// The parent's vpid if our parent is a process of the computation (an orphan's parent is
+    /// init or a subreaper outside it).
+    fn parent_in_computation(&self) -> Option<u64> {
+        // SAFETY: getppid cannot fail.
+        let ppid = unsafe { libc::getppid() };
+        self.peers
+            .iter()
+            .find(|p| p.pid == ppid && p.vpid != self.vpid)
+            .map(|p| p.vpid)
+    }
+
+    /// Children that exited but were not reaped: restart recreates them as zombies so the
+    /// program's `wait` still finds their status. Children that are neither processes of the
+    /// computation nor zombies are reported (they will not come back).
+    fn zombie_children(&self) -> Vec<ZombieChild> {
+        let mut kids: Vec<i32> = Vec::new();
+        let mut tasks: Vec<i32> = Vec::new();
+        let _ = ckpt_plugins::rawdir::list_numeric_dir(c"/proc/self/task", &mut tasks);
+        for t in tasks {
+            let path = format!("/proc/self/task/{t}/children");
+            if let Ok(txt) = std::fs::read_to_string(&path) {
+                kids.extend(txt.split_whitespace().filter_map(|w| w.parse::<i32>().ok()));
+            }
+        }
+        let mut out = Vec::new();
+        for k in kids {
+            if self.peers.iter().any(|p| p.pid == k) {
+                continue;
+            }
+            // A child that has just exited may still be inside do_exit: give it a moment.
+            let mut found = None;
+            for _ in 0..100 {
+                // SAFETY: siginfo out-buffer; WNOWAIT leaves the zombie in place.
+                let mut si: libc::siginfo_t = unsafe { std::mem::zeroed() };
+                // SAFETY: waitid on our own child without reaping it.
+                let r = unsafe {
+                    libc::waitid(
+                        libc::P_PID,
+                        k as libc::id_t,
+                        &mut si,
+                        libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+                    )
+                };
+                // SAFETY: si_pid/si_status are valid after a successful waitid.
+                let (pid, status) = unsafe { (si.si_pid(), si.si_status()) };
+                if r == 0 && pid == k {
+                    let ws = if si.si_code == libc::CLD_EXITED {
+                        (status & 0xff) << 8
+                    } else if si.si_code == libc::CLD_DUMPED {
+                        (status & 0x7f) | 0x80
+                    } else {
+                        status & 0x7f
+                    };
+                    found = Some(ws);
+                    break;
+                }
+                if r != 0 {
+                    break; // not our child any more (reaped meanwhile)
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            match found {
+                Some(status) => out.push(ZombieChild { pid: k, status }),
+                None => {
+                    if std::fs::metadata(format!("/proc/{k}")).is_ok() {
+                        log(&format!(
+                            "child {k} is not under checkpoint control (static or setuid program, or a raw clone); it will not be restarted"
+                        ));
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// One whole checkpoint. Returns only when user threads run again (or, in a restarted
@@ -266,6 +372,9 @@ impl Worker {
             .unwrap_or_else(|| self.ckpt_dir.clone());
         let final_path = dir.join(self.image_name());
         let tmp = dir.join(format!("{}.tmp", self.image_name()));
+        // No fork or exec may be half done while we are frozen: close the gate and wait for
+        // those in flight (their children join before the gate drains, so they take part).
+        let drained = crate::procs::gate_close_and_drain(15_000);
         if let Err(e) = self.barrier("suspend") {
             log(&format!("checkpoint {generation} aborted: {e}"));
             return;
@@ -274,16 +383,37 @@ impl Worker {
         // The compressor threads must exist before anything is frozen (creating a thread
         // takes glibc locks); they are never suspended.
         crate::compress::ensure(self.level);
-        let suspended = threads::suspend_all(self.suspend_timeout_ms, &crate::compress::tids());
+        let suspended = drained
+            .and_then(|()| threads::suspend_all(self.suspend_timeout_ms, &crate::compress::tids()));
         let suspend_us = (sys::monotonic_ns() - t0) / 1000;
         // suspend_all has already released the threads if it failed.
         let threads_held = suspended.is_ok();
-        if let Err(e) = self.barrier("suspended") {
-            if threads_held {
-                threads::resume_all();
+        // Everybody is frozen once this releases; each arrival says who it is, so every image
+        // records the same list of processes.
+        let me = PeerInfo {
+            vpid: self.vpid,
+            pid: sys::getpid(),
+            program: self.program.clone(),
+        };
+        let mine = rmp_serde::to_vec(&me).unwrap_or_default();
+        match self.allgather("suspended", Some(mine)) {
+            Ok(data) => {
+                self.peers = data
+                    .iter()
+                    .filter_map(|d| rmp_serde::from_slice::<PeerInfo>(&d.data).ok())
+                    .collect();
+                if self.peers.is_empty() {
+                    self.peers.push(me);
+                }
+                self.num_peers = self.peers.len() as u32;
             }
-            log(&format!("checkpoint {generation} aborted: {e}"));
-            return;
+            Err(e) => {
+                if threads_held {
+                    threads::resume_all();
+                }
+                log(&format!("checkpoint {generation} aborted: {e}"));
+                return;
+            }
         }
         let mut warnings = Vec::new();
         let result = suspended.and_then(|()| self.write_image(generation, &tmp, &mut warnings));
@@ -352,10 +482,12 @@ impl Worker {
         for p in self.plugins.iter_mut() {
             p.resume();
         }
+        // Resumed goes out before the threads run: the image is in place now, and a program
+        // that exits at once must not take the message with it.
+        let _ = self.send(&Msg::Resumed { generation });
         if threads_held {
             threads::resume_all();
         }
-        let _ = self.send(&Msg::Resumed { generation });
     }
 
     /// Records plugin state and writes the image. `Ok(None)`: we are a restarted process.
@@ -372,6 +504,8 @@ impl Worker {
                 core_fds: &core_fds,
                 header: &mut header,
                 warnings,
+                vpid: self.vpid,
+                peers: &self.peers,
             };
             let mut r = Ok(());
             for p in self.plugins.iter_mut() {
@@ -500,17 +634,33 @@ impl Worker {
         }
         let dir = restart::c_field(&args.ckpt_dir);
         if !dir.is_empty() {
-            self.ckpt_dir = PathBuf::from(dir);
+            self.ckpt_dir = PathBuf::from(&dir);
         }
         let host = restart::c_field(&args.coord_host);
         match parse_addr(&host, args.coord_port) {
             Some(a) => {
                 self.coord_addr = a;
-                if let Err(e) = self.join(true) {
+                crate::procs::update_config(&host, args.coord_port, &dir, a);
+                if let Err(e) = self.join(wire::JoinKind::Restart) {
                     log(&format!("{e}; this process continues without checkpoints"));
                     self.coord = None;
-                } else if let Err(e) = self.barrier("restart") {
-                    log(&format!("restart barrier: {e}"));
+                } else {
+                    // Every restarted process says which kernel pid it has now: after a restart
+                    // without pid namespaces the pids plugin translates with this table.
+                    let mine = (self.vpid, sys::getpid());
+                    match self.allgather("restart", rmp_serde::to_vec(&mine).ok()) {
+                        Ok(data) => {
+                            let mut pairs: Vec<(u64, i32)> = data
+                                .iter()
+                                .filter_map(|d| rmp_serde::from_slice(&d.data).ok())
+                                .collect();
+                            if pairs.is_empty() {
+                                pairs.push(mine);
+                            }
+                            ckpt_plugins::pids::set_map(&pairs);
+                        }
+                        Err(e) => log(&format!("restart barrier: {e}")),
+                    }
                 }
             }
             None => {
@@ -542,6 +692,8 @@ impl Worker {
                         .as_ref()
                         .map(|s| s.set_read_timeout(Some(CKPT_RECV_TIMEOUT)));
                     self.checkpoint(generation, ckpt_dir);
+                    // Every path out of a checkpoint (done, aborted, restarted) reopens it.
+                    crate::procs::gate_open();
                 }
                 Ok(Msg::Kill) => kill_self(),
                 Ok(Msg::Error { message }) => log(&format!("coordinator: {message}")),
@@ -559,9 +711,30 @@ impl Worker {
     }
 }
 
+/// Moves the coordinator socket to a high fd number, out of the way of programs that pick
+/// small numbers themselves (`exec 3>file` in a shell, `dup2(x, 3)`).
+fn move_high(s: TcpStream) -> TcpStream {
+    use std::os::fd::FromRawFd;
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: valid out-pointer.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+    let floor = (lim.rlim_cur.min(1024) as i32 - 64).max(100);
+    // SAFETY: duplicating our own socket above `floor`.
+    let n = unsafe { libc::fcntl(s.as_raw_fd(), libc::F_DUPFD_CLOEXEC, floor) };
+    if n < 0 {
+        return s;
+    }
+    drop(s);
+    // SAFETY: n is a fresh fd we own.
+    unsafe { TcpStream::from_raw_fd(n) }
+}
+
 fn kill_self() -> ! {
     // SAFETY: SIGKILL to ourselves.
-    unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+    unsafe { libc::kill(sys::getpid(), libc::SIGKILL) };
     sys::exit_group(137)
 }
 

@@ -7,7 +7,7 @@
 //! entry (`restart.rs`).
 //!
 //! Modules: `sys` raw syscalls and all arch-specific code · `alloc` the private allocator ·
-//! `glibc` probing of glibc internals · `threads` suspension · `memory` maps/pagemap and page
+//! `glibc` probing of glibc internals · `procs` fork/exec/spawn and the fork gate · `threads` suspension · `memory` maps/pagemap and page
 //! runs · `writer` the image file · `ckpt` the checkpoint thread · `restart` the in-process
 //! restart. Kernel objects other than memory and threads live in the `ckpt-plugins` crate.
 //!
@@ -20,6 +20,7 @@ mod ckpt;
 mod compress;
 mod glibc;
 mod memory;
+mod procs;
 mod restart;
 mod sys;
 mod threads;
@@ -53,12 +54,30 @@ fn program_and_argv() -> (String, Vec<String>) {
     (prog, argv)
 }
 
+/// Path of this library (for `LD_PRELOAD` of exec'd programs).
+fn own_path() -> String {
+    // SAFETY: dladdr on an address inside this library; dli_fname is a C string owned by ld.so.
+    unsafe {
+        let mut info: libc::Dl_info = std::mem::zeroed();
+        if libc::dladdr(init as *const libc::c_void, &mut info) != 0 && !info.dli_fname.is_null() {
+            let p = std::ffi::CStr::from_ptr(info.dli_fname).to_string_lossy();
+            return std::fs::canonicalize(&*p)
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_else(|_| p.into_owned());
+        }
+    }
+    String::new()
+}
+
 /// The constructor. Failures are reported on stderr and leave the program running unmanaged.
 extern "C" fn init() {
     alloc::init();
     let Some(port) = env("CKPT_COORD_PORT") else {
         return;
     };
+    // First, so our allocator lock is taken last before any fork (handlers run LIFO).
+    procs::register_atfork();
+    procs::resolve_all();
     let host = env("CKPT_COORD_HOST").unwrap_or_else(|| "127.0.0.1".into());
     let Some(port) = port.parse::<u16>().ok() else {
         ckpt::log(&format!(
@@ -72,6 +91,10 @@ extern "C" fn init() {
         ));
         return;
     };
+    // One-shot variables: who we are in the tree. Removed so our children do not inherit them
+    // (our exec wrapper passes them on explicitly).
+    let root = env("CKPT_ROOT").is_some();
+    let exec_vpid = env("CKPT_VPID").and_then(|v| v.parse::<u64>().ok());
     glibc::probe();
     let sig = env("CKPT_SIGNAL")
         .and_then(|s| s.parse::<i32>().ok())
@@ -86,6 +109,18 @@ extern "C" fn init() {
     for p in plugins.iter_mut() {
         p.init();
     }
+    let ckpt_env: Vec<(String, String)> = std::env::vars()
+        .filter(|(k, _)| {
+            k.starts_with("CKPT_")
+                && !matches!(k.as_str(), "CKPT_ROOT" | "CKPT_VPID" | "CKPT_OUTSIDE")
+        })
+        .collect();
+    // SAFETY: the constructor runs before any other thread of the program exists.
+    unsafe {
+        std::env::remove_var("CKPT_ROOT");
+        std::env::remove_var("CKPT_VPID");
+        std::env::remove_var("CKPT_OUTSIDE");
+    }
     let dir = env("CKPT_DIR")
         .map(PathBuf::from)
         .or_else(|| std::env::current_dir().ok())
@@ -96,11 +131,34 @@ extern "C" fn init() {
         1
     };
     let (program, argv) = program_and_argv();
+    procs::set_config(procs::Config {
+        addr,
+        dir: dir.clone(),
+        level,
+        program: program.clone(),
+        argv: argv.clone(),
+        ckpt_env,
+        lib: own_path(),
+        root,
+    });
     let mut worker = ckpt::Worker::new(addr, dir, level, program, argv, plugins);
-    if let Err(e) = worker.join(false) {
+    worker.root = root;
+    let kind = match exec_vpid {
+        Some(v) => {
+            worker.vpid = v;
+            ckpt_format::wire::JoinKind::Exec
+        }
+        None => ckpt_format::wire::JoinKind::Fresh,
+    };
+    if let Err(e) = worker.join(kind) {
         ckpt::log(&format!("{e}; this process runs without checkpoints"));
         return;
     }
+    start_ckpt_thread(worker);
+}
+
+/// Starts the checkpoint thread for `worker` (constructor, and a forked child).
+pub(crate) fn start_ckpt_thread(mut worker: ckpt::Worker) {
     // The thread inherits the mask it is created with: create it with every signal blocked so
     // no program handler can ever run on it, then give it its own mask.
     let old = sys::sigprocmask(sys::SIG_SETMASK, Some(!0));
@@ -113,7 +171,8 @@ extern "C" fn init() {
             worker.run();
         });
     sys::sigprocmask(sys::SIG_SETMASK, Some(old));
-    if let Err(e) = spawned {
-        ckpt::log(&format!("cannot start the checkpoint thread: {e}"));
+    match spawned {
+        Ok(_) => procs::MANAGED.store(true, std::sync::atomic::Ordering::Release),
+        Err(e) => ckpt::log(&format!("cannot start the checkpoint thread: {e}")),
     }
 }

@@ -170,6 +170,11 @@ pub fn plan(maps: &[MapEntry], skip_data: &[(u64, u64)]) -> Plan {
         let deleted = m.path.ends_with(" (deleted)");
         if skip_data.iter().any(|&(a, b)| m.start >= a && m.end <= b) {
             pages = Pages::None;
+        } else if m.shared && ckpt_plugins::shm::handles(&m.path) {
+            // Shared memory: saved like private memory; the shm plugin makes it shared again
+            // with the other processes at restart.
+            d.flags |= raw::RF_SHARED;
+            pages = Pages::All;
         } else if is_file && !deleted {
             match std::fs::metadata(&m.path) {
                 Ok(md) if md.ino() == m.inode => {
@@ -330,7 +335,7 @@ pub fn write_runs<W: Write>(plan: &Plan, out: &mut W) -> io::Result<(u64, u64)> 
                         };
                         // SAFETY: reading our own memory into our own buffer.
                         let n = unsafe {
-                            libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0)
+                            libc::process_vm_readv(crate::sys::getpid(), &local, 1, &remote, 1, 0)
                         };
                         n == raw::PAGE as isize && !page_is_zero(&bounce)
                     } else {
@@ -423,7 +428,8 @@ mod tests {
         assert!(p.regions[1].desc.flags & raw::RF_NO_DATA != 0);
         assert_eq!(p.special[0].kind, raw::SPECIAL_VVAR);
         assert_eq!(p.regions[2].pages, Pages::All);
-        assert_eq!(p.warnings.len(), 1);
+        // Shared anonymous memory is the shm plugin's: saved, no warning.
+        assert!(p.warnings.is_empty());
         assert_eq!(p.regions[3].pages, Pages::None);
     }
 }

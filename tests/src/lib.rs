@@ -6,12 +6,16 @@
 //! with the native run.
 //!
 //! * [`Session`] — a private coordinator (`--port 0 --port-file`), checkpoint dir and
-//!   scratch dir per test; `launch`, `checkpoint`, `list_pids`, `kill9`, `restart`,
-//!   `wait_lines`. Its `Drop` kills everything the test started and quits the coordinator,
-//!   so tests can run in parallel and clean up after a failure.
+//!   scratch dir per test; `launch`, `checkpoint`, `list_pids`, `kill9`,
+//!   `kill_computation`, `restart`, `wait_lines`. Its `Drop` kills everything the test
+//!   started and quits the coordinator, so tests can run in parallel and clean up after a
+//!   failure.
 //! * [`procs`] — tracked children ([`Proc`], killed and reaped on drop), commands with a
 //!   deadline ([`run`]), the child-subreaper set-up and the orphan reaper.
 //! * [`scenario::scenario`] — the standard launch/checkpoint/kill/restart cycle of one process.
+//! * [`tree::tree_scenario`] — the same cycle for a process tree (one image per process,
+//!   the whole computation killed, all images restarted with one `ckpt-restart`), and
+//!   [`tree::checkpoint_loop_scenario`] (many checkpoints while processes come and go).
 //! * [`util`] — [`wait_for_lines`], output comparison, image checks (0600, `gzip -t`).
 //!
 //! Rules the harness follows and new tests should too: never sleep-and-hope (poll for an
@@ -23,6 +27,7 @@ pub mod procs;
 pub mod progs;
 pub mod scenario;
 pub mod session;
+pub mod tree;
 pub mod util;
 
 pub use procs::{Output, Proc, describe_status, kill9, run, try_run, wait_exit};

@@ -61,21 +61,62 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
-/// One line of `ckpt-command --list`: `vpid pid host program state`.
+/// One line of `ckpt-command --list`: `vpid pid host program state [parent]` (tab-separated;
+/// `parent`, the parent's vpid or `-`, is the trailing column process trees add).
 #[derive(Debug, Clone)]
 pub struct ListEntry {
     pub vpid: String,
+    /// The pid as seen from outside (the test's pid namespace); -1 when the coordinator
+    /// shows `-` (not known, e.g. forked inside a restored namespace).
     pub pid: i32,
     pub host: String,
     pub program: String,
     pub state: String,
+    /// The trailing `parent` column: `Some("-")` for a process whose parent is outside the
+    /// computation, `None` if the line has no such column.
+    pub parent: Option<String>,
 }
 
-/// Parses `--list` output leniently: any line whose second column is a positive integer.
+impl ListEntry {
+    /// The parent's vpid, if the line has a parent column naming one.
+    pub fn parent_vpid(&self) -> Option<&str> {
+        self.parent
+            .as_deref()
+            .filter(|p| *p != "-" && !p.is_empty())
+    }
+
+    /// True if the pid is known and that process is alive (not a zombie).
+    pub fn alive(&self) -> bool {
+        self.pid > 0 && is_alive(self.pid)
+    }
+}
+
+/// Parses `--list` output leniently. Tab-separated lines (what `ckpt-command` prints) are
+/// split on tabs: `vpid pid host program state [parent]`, a line needing a numeric vpid and a
+/// pid that is a positive integer or `-`. Other lines are split on whitespace as before: any
+/// line whose second column is a positive integer (the state being the rest of the line).
 pub fn parse_list(stdout: &str) -> Vec<ListEntry> {
     stdout
         .lines()
         .filter_map(|l| {
+            if l.contains('\t') {
+                let c: Vec<&str> = l.split('\t').map(str::trim).collect();
+                if c.len() < 5 || c[0].parse::<u64>().is_err() {
+                    return None;
+                }
+                let pid: i32 = match c[1] {
+                    "-" => -1,
+                    p => p.parse().ok().filter(|&p| p > 0)?,
+                };
+                return Some(ListEntry {
+                    vpid: c[0].to_string(),
+                    pid,
+                    host: c[2].to_string(),
+                    program: c[3].to_string(),
+                    state: c[4].to_string(),
+                    parent: c.get(5).map(|s| s.to_string()),
+                });
+            }
             let c: Vec<&str> = l.split_whitespace().collect();
             let pid: i32 = c.get(1)?.parse().ok()?;
             (pid > 0).then(|| ListEntry {
@@ -84,6 +125,7 @@ pub fn parse_list(stdout: &str) -> Vec<ListEntry> {
                 host: c.get(2).unwrap_or(&"").to_string(),
                 program: c.get(3).unwrap_or(&"").to_string(),
                 state: c.get(4..).map(|s| s.join(" ")).unwrap_or_default(),
+                parent: None,
             })
         })
         .collect()
@@ -234,6 +276,11 @@ impl Session {
         self.coord.as_ref().map(Proc::pid)
     }
 
+    /// The coordinator's log file (its stdout and stderr).
+    pub fn coordinator_log(&self) -> &Path {
+        &self.coord_log
+    }
+
     /// A `Command` for `program` carrying the session tag, without inherited `CKPT_*`
     /// settings, run in the scratch dir with stdin from /dev/null.
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
@@ -272,6 +319,13 @@ impl Session {
     /// `ckpt-launch --coord-host 127.0.0.1 --coord-port P --ckpt-dir D PROGRAM ARGS...`
     /// with the program's stdout redirected to `stdout`. Returns at once.
     pub fn launch(&self, prog: &Prog, stdout: &Path) -> Proc {
+        let cmd = self.launch_command(prog);
+        self.spawn_to(cmd, &format!("launch-{}", prog.name), stdout)
+    }
+
+    /// The `ckpt-launch` command line of [`Session::launch`], to adjust (cwd, environment)
+    /// before [`Session::spawn_to`].
+    pub fn launch_command(&self, prog: &Prog) -> Command {
         let mut cmd = self.command(bin("ckpt-launch"));
         cmd.args(["--coord-host", "127.0.0.1", "--coord-port"])
             .arg(self.port.to_string())
@@ -279,7 +333,7 @@ impl Session {
             .arg(&self.ckpt_dir)
             .arg(&prog.program)
             .args(&prog.args);
-        self.spawn_to(cmd, &format!("launch-{}", prog.name), stdout)
+        cmd
     }
 
     /// `ckpt-restart --coord-host 127.0.0.1 --coord-port P --ckpt-dir D IMAGE...`, its
@@ -321,8 +375,22 @@ impl Session {
         if !out.success() {
             return Err(out);
         }
-        Ok(out
-            .stdout
+        Ok(self.image_paths(&out))
+    }
+
+    /// `ckpt-command --checkpoint` that must finish within `timeout`: `Ok(image paths)` on
+    /// exit 0; `Err` describing the timeout or the failure (with the command's output).
+    pub fn try_checkpoint_within(&self, timeout: Duration) -> Result<Vec<PathBuf>, String> {
+        match self.try_ckpt_command(&["--checkpoint"], timeout) {
+            Err(e) => Err(e),
+            Ok(out) if !out.success() => Err(format!("checkpoint failed:\n{out}")),
+            Ok(out) => Ok(self.image_paths(&out)),
+        }
+    }
+
+    /// The image paths a successful `--checkpoint` printed, one a line.
+    fn image_paths(&self, out: &Output) -> Vec<PathBuf> {
+        out.stdout
             .lines()
             .map(str::trim)
             .filter(|l| !l.is_empty())
@@ -334,7 +402,7 @@ impl Session {
                     self.ckpt_dir.join(p)
                 }
             })
-            .collect())
+            .collect()
     }
 
     /// Checkpoints; panics unless it succeeds and every printed image exists.
@@ -369,9 +437,13 @@ impl Session {
         parse_list(&out.stdout)
     }
 
-    /// Pids (column 2) of `--list`.
+    /// Pids (column 2) of `--list` (those shown as `-` left out).
     pub fn list_pids(&self) -> Vec<i32> {
-        self.list().into_iter().map(|e| e.pid).collect()
+        self.list()
+            .into_iter()
+            .map(|e| e.pid)
+            .filter(|&p| p > 0)
+            .collect()
     }
 
     /// Polls `--list` until exactly `n` of the listed pids are alive (stale entries of
@@ -383,7 +455,7 @@ impl Session {
             let alive: Vec<i32> = entries
                 .iter()
                 .map(|e| e.pid)
-                .filter(|&p| is_alive(p))
+                .filter(|&p| p > 0 && is_alive(p))
                 .collect();
             if alive.len() == n {
                 return alive;
@@ -495,6 +567,108 @@ impl Session {
             std::thread::sleep(POLL);
         }
     }
+    /// Live processes of the computation: every process carrying the session tag except
+    /// the coordinator (and this test process).
+    fn computation_pids(&self) -> Vec<i32> {
+        let coord = self.coordinator_pid();
+        let mut v: Vec<i32> = tagged_pids(&self.tag)
+            .into_iter()
+            .filter(|&p| Some(p) != coord)
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// SIGKILLs a whole computation: `root` (the `ckpt-launch` or `ckpt-restart` the test
+    /// started), every live pid of `--list` and every other process carrying the session
+    /// tag except the coordinator (so a native run to compare with must carry another tag:
+    /// [`crate::tree`] gives it one). Everything is first stopped with SIGSTOP, rescanning
+    /// until no new process shows up, so that no process reacts to another's death (writes
+    /// more output, exits early); then everything is SIGKILLed, again until nothing is
+    /// left. Reaps `root`. Panics naming the survivors if any process is alive after 10 s,
+    /// or if a live pid of `--list` does not carry the session tag (a wrong pid must not
+    /// make us kill a stranger). Returns the pids killed.
+    pub fn kill_computation(&self, root: &mut Proc) -> Vec<i32> {
+        let listed = self.list();
+        let tagged = tagged_pids(&self.tag);
+        for e in &listed {
+            if e.alive() && !tagged.contains(&e.pid) && is_alive(e.pid) {
+                panic!(
+                    "--list shows pid {} ({:?}) for vpid {}, which is not a process of session {}\n{}",
+                    e.pid,
+                    proc_stat(e.pid),
+                    e.vpid,
+                    self.name,
+                    self.diagnostics()
+                );
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut stopped = std::collections::BTreeSet::new();
+        let mut quiet_scans = 0;
+        while quiet_scans < 2 && Instant::now() < deadline {
+            let new: Vec<i32> = self
+                .computation_pids()
+                .into_iter()
+                .filter(|p| !stopped.contains(p))
+                .collect();
+            if new.is_empty() {
+                quiet_scans += 1;
+            } else {
+                quiet_scans = 0;
+            }
+            for p in new {
+                // SAFETY: plain kill(2) of a process verified to carry our tag.
+                unsafe { libc::kill(p, libc::SIGSTOP) };
+                stopped.insert(p);
+            }
+            std::thread::sleep(POLL);
+        }
+        let mut killed = stopped.clone();
+        for &p in &stopped {
+            // SAFETY: as above (a stopped process keeps its pid: it cannot have been reused).
+            unsafe { libc::kill(p, libc::SIGKILL) };
+        }
+        loop {
+            let left = self.computation_pids();
+            let root_alive = root.try_wait().is_none();
+            if left.is_empty() && !root_alive {
+                break;
+            }
+            if Instant::now() > deadline {
+                let mut msg = String::new();
+                for p in &left {
+                    msg += &format!("  {:?}\n", proc_stat(*p));
+                }
+                panic!(
+                    "still alive 10 s after SIGKILL of the computation{}:\n{msg}{}",
+                    if root_alive {
+                        format!(" ({} too)", root.label())
+                    } else {
+                        String::new()
+                    },
+                    self.diagnostics()
+                );
+            }
+            for p in left {
+                // SAFETY: as above.
+                unsafe { libc::kill(p, libc::SIGKILL) };
+                killed.insert(p);
+            }
+            if root_alive {
+                // SAFETY: our own, not yet reaped child.
+                unsafe { libc::kill(root.pid(), libc::SIGKILL) };
+            }
+            std::thread::sleep(POLL);
+        }
+        let survivors: Vec<&ListEntry> = listed.iter().filter(|e| e.alive()).collect();
+        assert!(
+            survivors.is_empty(),
+            "listed processes survived the SIGKILL of the computation: {survivors:?}\n{}",
+            self.diagnostics()
+        );
+        killed.into_iter().collect()
+    }
 }
 
 impl Drop for Session {
@@ -523,5 +697,30 @@ impl Drop for Session {
         } else {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_list;
+
+    #[test]
+    fn list_with_and_without_parent_column() {
+        let out = "VPID\tPID\tHOST\tPROGRAM\tSTATE\tPARENT\n\
+                   41230\t41230\th1\tbash\trunning\t-\n\
+                   41240\t-\th1\tsort\texec\t41230\n\
+                   7\t900\th1\tcounter\trunning\n\
+                   8 901 h1 old program running\n";
+        let l = parse_list(out);
+        assert_eq!(l.len(), 4, "{l:?}");
+        assert_eq!((l[0].pid, l[0].parent_vpid()), (41230, None));
+        assert_eq!(l[0].parent.as_deref(), Some("-"));
+        assert_eq!((l[1].pid, l[1].parent_vpid()), (-1, Some("41230")));
+        assert_eq!(
+            (l[1].program.as_str(), l[1].state.as_str()),
+            ("sort", "exec")
+        );
+        assert_eq!((l[2].pid, l[2].parent.as_deref()), (900, None));
+        assert_eq!((l[3].pid, l[3].state.as_str()), (901, "program running"));
     }
 }

@@ -42,6 +42,77 @@ fn restart_hello(comp: u64, vpid: u64, peers: u32, generation: u64) -> Msg {
     }
 }
 
+fn join_hello(pid: i32, join: JoinKind, vpid: Option<u64>, parent: Option<u64>) -> Msg {
+    Msg::HelloWorker {
+        comp_id: None,
+        vpid,
+        restarting: false,
+        num_peers: 0,
+        generation: 0,
+        pid,
+        host: "h".into(),
+        program: format!("prog{pid}"),
+        join,
+        parent,
+    }
+}
+
+fn tree_restart_hello(comp: u64, vpid: u64, peers: u32, parent: Option<u64>) -> Msg {
+    Msg::HelloWorker {
+        comp_id: Some(comp),
+        vpid: Some(vpid),
+        restarting: true,
+        num_peers: peers,
+        generation: 4,
+        pid: vpid as i32,
+        host: "h".into(),
+        program: format!("r{vpid}"),
+        join: JoinKind::Restart,
+        parent,
+    }
+}
+
+fn worker_info(t: &T, vpid: u64) -> WorkerInfo {
+    match t.s.status() {
+        Msg::Status { workers, .. } => workers
+            .into_iter()
+            .find(|w| w.vpid == vpid)
+            .unwrap_or_else(|| panic!("vpid {vpid} not in status")),
+        _ => unreachable!(),
+    }
+}
+
+fn vpids(t: &T) -> Vec<u64> {
+    match t.s.status() {
+        Msg::Status { workers, .. } => workers.iter().map(|w| w.vpid).collect(),
+        _ => unreachable!(),
+    }
+}
+
+fn logs(actions: &[Action]) -> Vec<String> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Log(l) => Some(l.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn gathered(actions: &[Action], id: ClientId, name: &str) -> Option<Vec<PeerData>> {
+    to(actions, id).into_iter().find_map(|m| match m {
+        Msg::BarrierReleased { name: n, data } if n == name => Some(data),
+        _ => None,
+    })
+}
+
+fn pd(vpid: u64, data: &[u8]) -> PeerData {
+    PeerData {
+        vpid,
+        data: data.to_vec(),
+    }
+}
+
 /// Frames sent to `id` by `actions`.
 fn to(actions: &[Action], id: ClientId) -> Vec<Msg> {
     actions
@@ -115,6 +186,27 @@ impl T {
     }
     fn gone(&mut self, id: ClientId) -> Vec<Action> {
         self.s.disconnect(id, self.now)
+    }
+    /// Connect a worker with `hello`; returns its vpid (panics unless it got a Welcome).
+    fn join(&mut self, id: ClientId, hello: Msg) -> u64 {
+        self.s.connect(id, self.now);
+        let a = self.msg(id, hello);
+        match to(&a, id).first() {
+            Some(Msg::Welcome { vpid, .. }) => *vpid,
+            other => panic!("expected Welcome, got {other:?} in {a:?}"),
+        }
+    }
+    fn barrier_data(&mut self, id: ClientId, name: &str, data: &[u8]) -> Vec<Action> {
+        self.msg(
+            id,
+            Msg::Barrier {
+                name: name.into(),
+                data: Some(PeerData {
+                    vpid: 12345,
+                    data: data.to_vec(),
+                }),
+            },
+        )
     }
     fn barrier(&mut self, id: ClientId, name: &str) -> Vec<Action> {
         self.msg(
@@ -292,40 +384,109 @@ fn one_image_error_aborts_for_everyone() {
     assert_eq!(t.state(), "running");
 }
 
+fn script_job(actions: &[Action]) -> Option<ScriptJob> {
+    actions.iter().find_map(|a| match a {
+        Action::WriteScript(j) => Some(j.clone()),
+        _ => None,
+    })
+}
+
 #[test]
-fn disconnect_mid_checkpoint_releases_barrier_and_warns() {
+fn exit_before_suspended_is_a_normal_exit() {
     let mut t = T::new();
     t.worker(1);
     t.worker(2);
     t.worker(3);
+    t.worker(4);
     t.command(9);
     t.msg(9, Msg::CmdCheckpoint);
     t.barrier(1, "suspend");
     t.barrier(2, "suspend");
-    // Worker 3 dies: the barrier is re-evaluated and released to the others.
+    // Worker 3 exits: the barrier is re-evaluated, released to the others once 4 is there.
     let a = t.gone(3);
+    assert!(!released(&a, 1, "suspend"));
+    let a = t.barrier(4, "suspend");
     assert!(released(&a, 1, "suspend") && released(&a, 2, "suspend"));
-    // A worker that arrived at a barrier and then dies is removed from it: the barrier is
-    // released when the survivor arrives, and only to the survivor.
-    let a = t.barrier(2, "suspended");
-    assert!(!released(&a, 2, "suspended"));
-    let a = t.gone(2);
-    assert!(to(&a, 1).is_empty());
-    let a = t.barrier(1, "suspended");
-    assert!(released(&a, 1, "suspended"));
+    assert!(to(&a, 3).is_empty());
+    // A worker that arrived at a barrier (not 'suspended') and then exits is removed from
+    // it: the barrier is released when the survivor arrives, and only to the survivor.
+    let a = t.barrier(2, "plugin:x");
+    assert!(!released(&a, 2, "plugin:x"));
+    t.gone(2);
+    let a = t.gone(4);
+    // Log only: nothing to the requester, and no Commit.
+    assert!(to(&a, 9).is_empty() && to(&a, 1).is_empty());
+    let a = t.barrier(1, "plugin:x");
+    assert!(released(&a, 1, "plugin:x"));
     assert!(to(&a, 2).is_empty());
+    // Every participant but one exited: the checkpoint still completes.
+    t.barrier(1, "suspended");
     t.image(1, 1, None);
-    let a = t.msg(1, Msg::Resumed { generation: 1 });
-    let job = a
-        .iter()
-        .find_map(|a| match a {
-            Action::WriteScript(j) => Some(j.clone()),
-            _ => None,
-        })
-        .expect("commit with the survivors");
+    let job = script_job(&t.msg(1, Msg::Resumed { generation: 1 })).expect("commit");
     assert_eq!(job.images, vec!["/ckpt/img_1"]);
-    assert!(job.warnings[0].starts_with("vpid 3 (pid 3, prog3) disconnected during checkpoint 1"));
-    assert!(job.warnings[1].starts_with("vpid 2 (pid 2, prog2) disconnected"));
+    // An exit is no warning (its image is simply not there).
+    assert_eq!(job.warnings, vec!["vpid 1: warn1"]);
+}
+
+#[test]
+fn death_after_suspended_aborts_the_checkpoint() {
+    let mut t = T::new();
+    t.worker(1);
+    t.worker(2);
+    t.command(9);
+    t.msg(9, Msg::CmdCheckpoint);
+    for w in [1, 2] {
+        t.barrier(w, "suspend");
+    }
+    t.barrier(2, "suspended");
+    // Worker 2 is frozen: only a kill from outside makes it disconnect.
+    let a = t.gone(2);
+    let reason = "vpid 2 (pid 2, prog2) died while frozen";
+    assert_eq!(error_text(&a, 9), format!("checkpoint 1 failed: {reason}"));
+    assert_eq!(
+        to(&a, 1),
+        vec![Msg::Commit {
+            generation: 1,
+            commit: false,
+            reason: Some(reason.into())
+        }]
+    );
+    assert!(to(&a, 2).is_empty());
+    assert_eq!(t.state(), "running");
+    // Also after 'suspended' was released.
+    t.worker(3);
+    t.msg(9, Msg::CmdCheckpoint);
+    for name in ["suspend", "suspended"] {
+        t.barrier(1, name);
+        t.barrier(3, name);
+    }
+    t.image(1, 2, None);
+    let a = t.gone(3);
+    assert_eq!(
+        error_text(&a, 9),
+        "checkpoint 2 failed: vpid 3 (pid 3, prog3) died while frozen"
+    );
+}
+
+#[test]
+fn disconnect_after_the_decision_is_a_warning() {
+    let mut t = T::new();
+    t.worker(1);
+    t.worker(2);
+    t.command(9);
+    t.msg(9, Msg::CmdCheckpoint);
+    for name in ["suspend", "suspended"] {
+        t.barrier(1, name);
+        t.barrier(2, name);
+    }
+    t.image(1, 1, None);
+    t.image(2, 1, None);
+    t.gone(2);
+    let job = script_job(&t.msg(1, Msg::Resumed { generation: 1 })).expect("commit");
+    assert!(
+        job.warnings[0]
+            .starts_with("vpid 2 (pid 2, prog2) disconnected during checkpoint 1; it has no image")
+    );
 }
 
 #[test]
@@ -412,18 +573,56 @@ fn timeout_waiting_for_resume() {
 }
 
 #[test]
-fn workers_joining_during_a_checkpoint_are_not_participants() {
+fn joins_before_suspend_take_part_joins_after_do_not() {
     let mut t = T::new();
     t.worker(1);
+    t.worker(2);
     t.command(9);
     t.msg(9, Msg::CmdCheckpoint);
-    let (_, v, _) = t.worker(2);
-    assert_eq!(v, 2);
-    let a = t.barrier(1, "suspend");
-    assert!(released(&a, 1, "suspend"));
-    t.image(1, 1, None);
+    t.barrier(1, "suspend");
+    // A child forked before 'suspend' is released: Welcome, then DoCheckpoint of the
+    // running generation with the same directory as the others.
+    t.s.connect(3, t.now);
+    let a = t.msg(3, join_hello(300, JoinKind::Forked, Some(300), Some(1)));
+    assert_eq!(
+        to(&a, 3),
+        vec![
+            Msg::Welcome {
+                comp_id: t.s.comp_id().unwrap(),
+                vpid: 300,
+                generation: 1
+            },
+            Msg::DoCheckpoint {
+                generation: 1,
+                ckpt_dir: Some("/ckpt".into())
+            }
+        ]
+    );
+    assert_eq!(worker_info(&t, 300).state, "checkpointing");
+    // The barrier now waits for it too.
+    let a = t.barrier(2, "suspend");
+    assert!(!released(&a, 1, "suspend"));
+    let a = t.barrier(3, "suspend");
+    assert!(released(&a, 1, "suspend") && released(&a, 3, "suspend"));
+    // After 'suspend' was released, a join is not a participant.
+    t.s.connect(4, t.now);
+    let a = t.msg(4, join_hello(400, JoinKind::Fresh, Some(400), None));
+    assert!(matches!(
+        to(&a, 4).as_slice(),
+        [Msg::Welcome { vpid: 400, .. }]
+    ));
+    for w in [1, 2, 3] {
+        t.barrier(w, "suspended");
+        t.image(w, 1, None);
+    }
     let a = t.msg(1, Msg::Resumed { generation: 1 });
-    assert!(a.iter().any(|a| matches!(a, Action::WriteScript(_))));
+    assert!(script_job(&a).is_none());
+    t.msg(2, Msg::Resumed { generation: 1 });
+    let job = script_job(&t.msg(3, Msg::Resumed { generation: 1 })).expect("commit");
+    assert_eq!(
+        job.images,
+        vec!["/ckpt/img_1", "/ckpt/img_2", "/ckpt/img_3"]
+    );
 }
 
 #[test]
@@ -779,13 +978,21 @@ fn requester_leaving_early_does_not_stop_the_checkpoint() {
 }
 
 #[test]
-fn a_checkpoint_after_restart_ends_the_restart_state() {
+fn no_checkpoint_until_every_restarted_process_resumed() {
     let mut t = T::new();
     t.s.connect(1, t.now);
     t.msg(1, restart_hello(7, 1, 1, 2));
     assert!(released(&t.barrier(1, "restart"), 1, "restart"));
     assert_eq!(t.state(), "restarting");
     t.command(9);
+    let a = t.msg(9, Msg::CmdCheckpoint);
+    assert_eq!(
+        error_text(&a, 9),
+        "restart in progress (1 of 1 restarted processes have not resumed yet); try again once they run"
+    );
+    assert!(to(&a, 1).is_empty());
+    t.msg(1, Msg::Resumed { generation: 2 });
+    assert_eq!(t.state(), "running");
     let a = t.msg(9, Msg::CmdCheckpoint);
     assert!(matches!(
         to(&a, 1).as_slice(),
@@ -842,4 +1049,482 @@ fn cmd_restart_after_the_first_process_joined() {
     );
     assert_eq!(to(&a, 9), vec![Msg::Ok]);
     assert!(released(&t.barrier(1, "restart"), 1, "restart"));
+}
+
+// ---- process trees ------------------------------------------------------------------------
+
+#[test]
+fn fresh_and_forked_workers_get_their_pid_as_vpid_unless_it_is_taken() {
+    let mut t = T::new();
+    assert_eq!(
+        t.join(1, join_hello(500, JoinKind::Fresh, Some(500), None)),
+        500
+    );
+    assert_eq!(
+        t.join(2, join_hello(501, JoinKind::Forked, Some(501), Some(500))),
+        501
+    );
+    // Taken by a live worker: allocated from VPID_HIGH up.
+    assert_eq!(
+        t.join(3, join_hello(502, JoinKind::Forked, Some(500), Some(500))),
+        VPID_HIGH
+    );
+    assert_eq!(
+        t.join(4, join_hello(503, JoinKind::Fresh, Some(501), None)),
+        VPID_HIGH + 1
+    );
+    // The parent is recorded and shown in status.
+    assert_eq!(worker_info(&t, 500).parent, None);
+    assert_eq!(worker_info(&t, 501).parent, Some(500));
+    assert_eq!(worker_info(&t, VPID_HIGH).parent, Some(500));
+    // Once its holder is gone, a vpid can be had again.
+    t.gone(2);
+    assert_eq!(
+        t.join(5, join_hello(501, JoinKind::Forked, Some(501), None)),
+        501
+    );
+    // vpid: None keeps counting from 1.
+    assert_eq!(t.join(6, hello(6)), 502);
+}
+
+#[test]
+fn an_exec_ghost_reserves_its_vpid() {
+    let mut t = T::new();
+    t.join(1, join_hello(70, JoinKind::Fresh, Some(70), None));
+    t.join(2, join_hello(71, JoinKind::Forked, Some(71), Some(70)));
+    t.msg(2, Msg::Exec);
+    assert_eq!(worker_info(&t, 71).state, "exec");
+    t.gone(2);
+    // The ghost is listed (state exec) and holds vpid 71.
+    let info = worker_info(&t, 71);
+    assert_eq!((info.state.as_str(), info.parent), ("exec", Some(70)));
+    assert_eq!(
+        t.join(3, join_hello(71, JoinKind::Forked, Some(71), Some(70))),
+        VPID_HIGH
+    );
+}
+
+#[test]
+fn exec_ghost_is_replaced_by_the_new_image() {
+    let mut t = T::new();
+    t.join(1, join_hello(10, JoinKind::Fresh, Some(10), None));
+    t.join(2, join_hello(11, JoinKind::Forked, Some(11), Some(10)));
+    t.msg(2, Msg::Exec);
+    let a = t.gone(2);
+    assert!(to(&a, 1).is_empty());
+    assert_eq!(t.state(), "running");
+    // The new image: same vpid, same parent (even if it does not say), running again.
+    t.s.connect(3, t.now);
+    let a = t.msg(3, join_hello(11, JoinKind::Exec, Some(11), None));
+    assert!(matches!(
+        to(&a, 3).as_slice(),
+        [Msg::Welcome { vpid: 11, .. }]
+    ));
+    let info = worker_info(&t, 11);
+    assert_eq!((info.state.as_str(), info.parent), ("running", Some(10)));
+    assert_eq!(vpids(&t), vec![10, 11]);
+    // No ghost is left: expiry does nothing, and its exit is an ordinary one.
+    let a = t.advance(20);
+    assert!(
+        logs(&a).iter().all(|l| !l.contains("without ckpt")),
+        "{a:?}"
+    );
+    t.gone(3);
+    assert_eq!(vpids(&t), vec![10]);
+}
+
+#[test]
+fn exec_replaces_a_still_connected_old_client_silently() {
+    let mut t = T::new();
+    t.join(1, join_hello(10, JoinKind::Fresh, Some(10), None));
+    t.join(2, join_hello(11, JoinKind::Forked, Some(11), Some(10)));
+    t.msg(2, Msg::Exec);
+    // The new image is faster than the kernel closing the old socket.
+    t.s.connect(3, t.now);
+    let a = t.msg(3, join_hello(11, JoinKind::Exec, Some(11), Some(10)));
+    assert!(matches!(
+        to(&a, 3).as_slice(),
+        [Msg::Welcome { vpid: 11, .. }]
+    ));
+    // The old connection is dropped without an Error.
+    assert!(to(&a, 2).is_empty());
+    assert!(closed(&a, 2));
+    assert_eq!(vpids(&t), vec![10, 11]);
+    // Its late frames and its disconnect do not touch the new worker.
+    assert!(t.msg(2, Msg::ExecFailed).is_empty());
+    t.gone(2);
+    assert_eq!(vpids(&t), vec![10, 11]);
+    assert_eq!(worker_info(&t, 11).state, "running");
+    // Even without an Exec frame (it may be read after the new hello): same pid, same host.
+    t.s.connect(4, t.now);
+    let a = t.msg(4, join_hello(11, JoinKind::Exec, Some(11), Some(10)));
+    assert!(matches!(
+        to(&a, 4).as_slice(),
+        [Msg::Welcome { vpid: 11, .. }]
+    ));
+    assert!(closed(&a, 3));
+    assert_eq!(vpids(&t), vec![10, 11]);
+    // An Exec join for a vpid held by an unrelated process is a new process.
+    t.s.connect(5, t.now);
+    let a = t.msg(5, join_hello(99, JoinKind::Exec, Some(10), None));
+    assert!(matches!(to(&a, 5).as_slice(), [Msg::Welcome { vpid, .. }] if *vpid == VPID_HIGH));
+    assert!(!closed(&a, 1));
+}
+
+#[test]
+fn exec_failed_clears_the_deadline() {
+    let mut t = T::new();
+    t.join(1, join_hello(10, JoinKind::Fresh, Some(10), None));
+    t.join(2, join_hello(11, JoinKind::Fresh, Some(11), None));
+    t.msg(2, Msg::Exec);
+    assert_eq!(worker_info(&t, 11).state, "exec");
+    t.msg(2, Msg::ExecFailed);
+    assert_eq!(worker_info(&t, 11).state, "running");
+    // Its disconnect is now an ordinary exit: no ghost.
+    t.gone(2);
+    assert_eq!(vpids(&t), vec![10]);
+    // Exec from a command connection makes no sense.
+    t.command(9);
+    assert_eq!(
+        error_text(&t.msg(9, Msg::Exec), 9),
+        "unexpected message Exec"
+    );
+}
+
+#[test]
+fn exec_during_a_checkpoint_keeps_the_participant_slot() {
+    let mut t = T::new();
+    t.join(1, join_hello(10, JoinKind::Fresh, Some(10), None));
+    t.join(2, join_hello(11, JoinKind::Forked, Some(11), Some(10)));
+    t.command(9);
+    t.msg(9, Msg::CmdCheckpoint);
+    t.msg(2, Msg::Exec);
+    t.gone(2);
+    // The barrier cannot be released without the ghost.
+    let a = t.barrier(1, "suspend");
+    assert!(!released(&a, 1, "suspend"));
+    // The new image takes over: Welcome, then DoCheckpoint of the running generation.
+    t.s.connect(3, t.now);
+    let a = t.msg(3, join_hello(11, JoinKind::Exec, Some(11), Some(10)));
+    assert!(matches!(
+        to(&a, 3).as_slice(),
+        [
+            Msg::Welcome { vpid: 11, .. },
+            Msg::DoCheckpoint {
+                generation: 1,
+                ckpt_dir: Some(_)
+            }
+        ]
+    ));
+    assert_eq!(worker_info(&t, 11).state, "checkpointing");
+    let a = t.barrier(3, "suspend");
+    assert!(released(&a, 1, "suspend") && released(&a, 3, "suspend"));
+    for w in [1, 3] {
+        t.barrier(w, "suspended");
+        t.image(w, 1, None);
+    }
+    t.msg(1, Msg::Resumed { generation: 1 });
+    let job = script_job(&t.msg(3, Msg::Resumed { generation: 1 })).expect("commit");
+    assert_eq!(job.images, vec!["/ckpt/img_1", "/ckpt/img_3"]);
+}
+
+#[test]
+fn exec_of_an_arrived_participant_must_arrive_again() {
+    // The old image arrived at 'suspend', then exec'd (its gate should prevent that, but the
+    // coordinator does not rely on it): the new image must arrive itself.
+    let mut t = T::new();
+    t.join(1, join_hello(10, JoinKind::Fresh, Some(10), None));
+    t.join(2, join_hello(11, JoinKind::Fresh, Some(11), None));
+    t.command(9);
+    t.msg(9, Msg::CmdCheckpoint);
+    t.barrier(2, "suspend");
+    t.msg(2, Msg::Exec);
+    t.gone(2);
+    let a = t.barrier(1, "suspend");
+    assert!(!released(&a, 1, "suspend"));
+    t.join(3, join_hello(11, JoinKind::Exec, Some(11), None));
+    let a = t.barrier(3, "suspend");
+    assert!(released(&a, 1, "suspend") && released(&a, 3, "suspend"));
+}
+
+#[test]
+fn a_ghost_past_its_deadline_is_an_exit_with_a_warning() {
+    let mut t = T::new();
+    t.join(1, join_hello(10, JoinKind::Fresh, Some(10), None));
+    t.join(2, join_hello(11, JoinKind::Forked, Some(11), Some(10)));
+    t.command(9);
+    t.msg(9, Msg::CmdCheckpoint);
+    t.barrier(1, "suspend");
+    t.msg(2, Msg::Exec);
+    t.gone(2);
+    assert!(t.advance(9).iter().all(|a| !matches!(a, Action::Send(..))));
+    // 10 s after Exec: a static or setuid program ignored LD_PRELOAD.
+    let a = t.advance(1);
+    let warning = "vpid 11 exec'd prog11, which runs without ckpt (statically linked or setuid?)";
+    assert!(
+        logs(&a).iter().any(|l| l.contains(warning)),
+        "{:?}",
+        logs(&a)
+    );
+    // Barriers are re-evaluated: the survivor goes on, the checkpoint succeeds.
+    assert!(released(&a, 1, "suspend"));
+    assert_eq!(vpids(&t), vec![10]);
+    t.barrier(1, "suspended");
+    t.image(1, 1, None);
+    let job = script_job(&t.msg(1, Msg::Resumed { generation: 1 })).expect("commit");
+    assert_eq!(job.images, vec!["/ckpt/img_1"]);
+    assert!(job.warnings.contains(&warning.to_string()), "{job:?}");
+}
+
+#[test]
+fn the_computation_is_forgotten_only_when_no_ghost_remains() {
+    let mut t = T::new();
+    t.join(1, join_hello(10, JoinKind::Fresh, Some(10), None));
+    let comp = t.s.comp_id();
+    t.msg(1, Msg::Exec);
+    t.gone(1);
+    assert_eq!(t.s.comp_id(), comp);
+    assert_eq!(t.state(), "running");
+    // The exec'd image comes back into the same computation with the same vpid.
+    t.s.connect(2, t.now);
+    let a = t.msg(2, join_hello(10, JoinKind::Exec, Some(10), None));
+    let (c, v, _) = match to(&a, 2).as_slice() {
+        [
+            Msg::Welcome {
+                comp_id,
+                vpid,
+                generation,
+            },
+        ] => (*comp_id, *vpid, *generation),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!((Some(c), v), (comp, 10));
+    // Exec again, and this time nothing comes back.
+    t.msg(2, Msg::Exec);
+    t.gone(2);
+    t.advance(5);
+    assert_eq!(t.s.comp_id(), comp);
+    let a = t.advance(5);
+    assert!(logs(&a).iter().any(|l| l.contains("forgotten")), "{a:?}");
+    assert_eq!(t.s.comp_id(), None);
+    assert_eq!(t.state(), "idle");
+}
+
+#[test]
+fn a_checkpoint_started_while_a_process_execs_waits_for_its_new_image() {
+    let mut t = T::new();
+    t.join(1, join_hello(10, JoinKind::Fresh, Some(10), None));
+    t.join(2, join_hello(11, JoinKind::Fresh, Some(11), None));
+    t.msg(2, Msg::Exec);
+    t.gone(2);
+    t.command(9);
+    let a = t.msg(9, Msg::CmdCheckpoint);
+    assert!(matches!(
+        to(&a, 1).as_slice(),
+        [Msg::DoCheckpoint { generation: 1, .. }]
+    ));
+    let a = t.barrier(1, "suspend");
+    assert!(!released(&a, 1, "suspend"));
+    t.s.connect(3, t.now);
+    let a = t.msg(3, join_hello(11, JoinKind::Exec, Some(11), None));
+    assert!(matches!(
+        to(&a, 3).as_slice(),
+        [Msg::Welcome { .. }, Msg::DoCheckpoint { generation: 1, .. }]
+    ));
+    assert!(released(&t.barrier(3, "suspend"), 1, "suspend"));
+}
+
+#[test]
+fn checkpoint_barriers_gather_data_sorted_by_vpid() {
+    let mut t = T::new();
+    t.join(1, join_hello(30, JoinKind::Fresh, Some(30), None));
+    t.join(2, join_hello(20, JoinKind::Fresh, Some(20), None));
+    t.join(3, join_hello(40, JoinKind::Fresh, Some(40), None));
+    t.join(4, join_hello(50, JoinKind::Fresh, Some(50), None));
+    t.command(9);
+    t.msg(9, Msg::CmdCheckpoint);
+    // Nobody sends data: an empty vec.
+    for w in [1, 2, 3, 4] {
+        t.barrier(w, "suspend");
+    }
+    // The vpid in PeerData is overridden with the sender's vpid; 3 sends nothing; 4 sends
+    // data and exits before release: its contribution leaves with it.
+    t.barrier_data(1, "suspended", b"thirty");
+    t.barrier(3, "suspended");
+    t.barrier_data(4, "plugin:y", b"fifty");
+    t.gone(4);
+    let a = t.barrier_data(2, "suspended", b"twenty");
+    let expected = vec![pd(20, b"twenty"), pd(30, b"thirty")];
+    for w in [1, 2, 3] {
+        assert_eq!(
+            gathered(&a, w, "suspended"),
+            Some(expected.clone()),
+            "{a:?}"
+        );
+    }
+    // Barrier released with no data at all: an empty vec.
+    let a = t.barrier(1, "plugin:z");
+    assert!(!released(&a, 1, "plugin:z"));
+    t.barrier(2, "plugin:z");
+    let a = t.barrier(3, "plugin:z");
+    assert_eq!(gathered(&a, 3, "plugin:z"), Some(vec![]));
+}
+
+#[test]
+fn global_and_restart_barriers_gather_data() {
+    // Global barrier (outside a checkpoint).
+    let mut t = T::new();
+    t.join(1, join_hello(8, JoinKind::Fresh, Some(8), None));
+    t.join(2, join_hello(7, JoinKind::Fresh, Some(7), None));
+    t.join(3, join_hello(9, JoinKind::Fresh, Some(9), None));
+    t.barrier_data(1, "g", b"eight");
+    t.barrier_data(3, "g", b"nine");
+    t.gone(3);
+    let a = t.barrier_data(2, "g", b"seven");
+    let expected = vec![pd(7, b"seven"), pd(8, b"eight")];
+    assert_eq!(gathered(&a, 1, "g"), Some(expected.clone()));
+    assert_eq!(gathered(&a, 2, "g"), Some(expected));
+    // The restart barrier.
+    let mut t = T::new();
+    t.command(9);
+    t.msg(
+        9,
+        Msg::CmdRestart {
+            comp_id: 5,
+            num_peers: 2,
+            generation: 4,
+        },
+    );
+    t.join(1, tree_restart_hello(5, 300, 2, None));
+    t.join(2, tree_restart_hello(5, 200, 2, Some(300)));
+    t.barrier_data(1, "restart", b"a");
+    let a = t.barrier(2, "restart");
+    assert_eq!(gathered(&a, 1, "restart"), Some(vec![pd(300, b"a")]));
+    assert_eq!(gathered(&a, 2, "restart"), Some(vec![pd(300, b"a")]));
+    // Restart-time plugin barriers among all live workers, with data.
+    t.barrier_data(2, "files:restart", b"b");
+    let a = t.barrier_data(1, "files:restart", b"a");
+    assert_eq!(
+        gathered(&a, 2, "files:restart"),
+        Some(vec![pd(200, b"b"), pd(300, b"a")])
+    );
+}
+
+#[test]
+fn restart_of_a_tree_of_three() {
+    let mut c = cfg();
+    c.interval = Some(Duration::from_secs(60));
+    let mut t = T::with(c);
+    let comp = 0x77;
+    t.command(9);
+    let a = t.msg(
+        9,
+        Msg::CmdRestart {
+            comp_id: comp,
+            num_peers: 3,
+            generation: 4,
+        },
+    );
+    assert_eq!(to(&a, 9), vec![Msg::Ok]);
+    // Arbitrary vpids (one of them allocated high in the first life).
+    for (id, vpid, parent) in [
+        (1, 1000, None),
+        (2, VPID_HIGH + 5, Some(1000)),
+        (3, 1002, Some(VPID_HIGH + 5)),
+    ] {
+        let a = {
+            t.s.connect(id, t.now);
+            t.msg(id, tree_restart_hello(comp, vpid, 3, parent))
+        };
+        assert_eq!(
+            to(&a, id),
+            vec![Msg::Welcome {
+                comp_id: comp,
+                vpid,
+                generation: 4
+            }]
+        );
+    }
+    assert_eq!(worker_info(&t, 1000).parent, None);
+    assert_eq!(worker_info(&t, VPID_HIGH + 5).parent, Some(1000));
+    assert_eq!(worker_info(&t, 1002).parent, Some(VPID_HIGH + 5));
+    assert_eq!(worker_info(&t, 1002).state, "restarting");
+    for id in [1, 2] {
+        assert!(!released(&t.barrier(id, "restart"), id, "restart"));
+    }
+    let a = t.barrier(3, "restart");
+    for id in [1, 2, 3] {
+        assert!(released(&a, id, "restart"));
+    }
+    // Refused until every member resumed: commands and periodic checkpoints alike.
+    let a = t.msg(9, Msg::CmdCheckpoint);
+    assert_eq!(
+        error_text(&a, 9),
+        "restart in progress (3 of 3 restarted processes have not resumed yet); try again once they run"
+    );
+    t.msg(1, Msg::Resumed { generation: 4 });
+    t.msg(2, Msg::Resumed { generation: 4 });
+    let a = t.advance(60);
+    assert!(to(&a, 1).is_empty());
+    assert!(
+        logs(&a).contains(&"periodic checkpoint skipped: restart in progress (1 of 3 restarted processes have not resumed yet); try again once they run".to_string()),
+        "{a:?}"
+    );
+    assert!(error_text(&t.msg(9, Msg::CmdCheckpoint), 9).starts_with("restart in progress"));
+    // Children forked by restarted processes get their pid as vpid...
+    assert_eq!(
+        t.join(
+            4,
+            join_hello(1001, JoinKind::Forked, Some(1001), Some(1000))
+        ),
+        1001
+    );
+    // ... unless a restored process holds it: then above every vpid in use.
+    assert_eq!(
+        t.join(
+            5,
+            join_hello(1002, JoinKind::Forked, Some(1002), Some(1000))
+        ),
+        VPID_HIGH + 6
+    );
+    assert_eq!(worker_info(&t, 1001).parent, Some(1000));
+    t.msg(3, Msg::Resumed { generation: 4 });
+    assert_eq!(t.state(), "running");
+    let a = t.msg(9, Msg::CmdCheckpoint);
+    for id in [1, 2, 3, 4, 5] {
+        assert!(matches!(
+            to(&a, id).as_slice(),
+            [Msg::DoCheckpoint { generation: 5, .. }]
+        ));
+    }
+}
+
+#[test]
+fn exec_during_a_checkpoint_with_the_old_connection_still_open() {
+    let mut t = T::new();
+    t.join(1, join_hello(10, JoinKind::Fresh, Some(10), None));
+    t.join(2, join_hello(11, JoinKind::Forked, Some(11), Some(10)));
+    t.command(9);
+    t.msg(9, Msg::CmdCheckpoint);
+    t.msg(2, Msg::Exec);
+    t.barrier(1, "suspend");
+    t.s.connect(3, t.now);
+    let a = t.msg(3, join_hello(11, JoinKind::Exec, Some(11), Some(10)));
+    assert!(matches!(
+        to(&a, 3).as_slice(),
+        [
+            Msg::Welcome { vpid: 11, .. },
+            Msg::DoCheckpoint { generation: 1, .. }
+        ]
+    ));
+    assert!(closed(&a, 2) && to(&a, 2).is_empty());
+    // The old connection's disconnect is not an exit of vpid 11.
+    let a = t.gone(2);
+    assert!(!released(&a, 1, "suspend"));
+    assert_eq!(worker_info(&t, 11).state, "checkpointing");
+    let a = t.barrier(3, "suspend");
+    assert!(released(&a, 1, "suspend") && released(&a, 3, "suspend"));
+    // A checkpoint never hangs on a process that does not come back: the phase timeout.
+    let a = t.advance(10);
+    assert!(error_text(&a, 9).starts_with("checkpoint 1 failed: timed out after 10 s"));
 }

@@ -131,7 +131,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     cmd.env("CKPT_COORD_HOST", &host)
         .env("CKPT_COORD_PORT", port.to_string())
         .env("CKPT_DIR", &ckpt_dir)
-        .env("CKPT_BIN_DIR", &bin);
+        .env("CKPT_BIN_DIR", &bin)
+        // The launched process is the root of the tree (its exit status is ckpt-restart's);
+        // the preload removes this variable so its children do not inherit it.
+        .env("CKPT_ROOT", "1");
     if cli.no_gzip {
         cmd.env("CKPT_GZIP", "0");
     } else {

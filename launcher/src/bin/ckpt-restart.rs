@@ -1,15 +1,21 @@
 //! `ckpt-restart [--coord-host H] [--coord-port P] [--ckpt-dir D] IMAGE...`
 //!
-//! Checks every image before touching anything (format, architecture, kernel and glibc, the
-//! files it maps, the kernel's vDSO layout), makes sure a coordinator runs and adopts the
-//! computation, then for each image forks a child that execs `ckpt-restorer` and streams the
-//! decompressed image into it through a pipe. The restored program runs in the foreground of
-//! this process; its exit status becomes ours. A corrupt member found while streaming kills
-//! the half-restored child and is reported as one line.
+//! Owns the restart of one checkpoint generation: checks every image before touching anything
+//! (format, architecture, kernel and glibc, the files it maps, the kernel's vDSO layout), plans
+//! the process tree (`tree.rs`: every image of the generation present, same computation),
+//! creates the shared kernel objects once (`objects.rs`), makes sure a coordinator runs and
+//! adopts the computation, then forks C, which rebuilds the tree with the old pids
+//! (`pidns.rs`), and streams each decompressed image into its restorer through a pipe, one
+//! feeder thread per image. The root (the process `ckpt-launch` started) runs in the
+//! foreground of this process; its exit status becomes ours. A corrupt member found while
+//! streaming kills the whole half-restored tree and is reported as one line.
 
 use anyhow::{Context, Result, anyhow, bail};
 use ckpt_format::image::{self, ImageError, ImageHeader};
 use ckpt_format::wire::Msg;
+use ckpt_launcher::objects::{self, Made};
+use ckpt_launcher::pidns::{Ctl, IdMaps, NodeRt, TreeSpec, abort_tree};
+use ckpt_launcher::tree::Plan;
 use clap::Parser;
 use flate2::read::MultiGzDecoder;
 use std::ffi::CString;
@@ -18,6 +24,9 @@ use std::io::{BufReader, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::Ordering::SeqCst;
+use std::sync::atomic::{AtomicBool, AtomicI32};
 use std::time::Duration;
 
 #[derive(Parser, Debug)]
@@ -233,14 +242,38 @@ fn run(args: Args) -> Result<i32> {
         headers.push(h);
         tables.push(table);
     }
-    if args.images.len() > 1 {
+    let names: Vec<String> = args
+        .images
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    let pairs: Vec<(&str, &ImageHeader)> = names.iter().map(String::as_str).zip(&headers).collect();
+    let plan = Plan::build(&pairs).map_err(|e| anyhow!(e))?;
+
+    // Our own fds: every object the tree needs lives above every number an image needs.
+    let soft = objects::raise_nofile();
+    let high = plan.high_fd;
+    let room = 16 + 3 * plan.objects.len() as u64 + 2 * plan.nodes.len() as u64;
+    if high as u64 + room > soft {
         bail!(
-            "restarting {} processes at once is not supported yet (one image per ckpt-restart)",
-            args.images.len()
+            "the images need fd numbers up to {} but RLIMIT_NOFILE allows {soft}",
+            high - 1
         );
     }
-    let h = &headers[0];
-    let image = &args.images[0];
+    let mut made = Made::new(high);
+    // Before anything of ours is opened: fd n is still what we were started with.
+    made.take_inherited(&plan)?;
+    let owner = |key: u64| {
+        headers
+            .iter()
+            .position(|h| h.objects.iter().any(|o| o.key == key))
+            .map_or_else(String::new, |i| names[i].clone())
+    };
+    made.create_objects(&plan, &owner)?;
+    made.create_shm(&plan)?;
+    for w in plan.warnings.iter().chain(&made.warnings) {
+        eprintln!("ckpt-restart: warning: {w}");
+    }
 
     let bin = ckpt_launcher::bin_dir()?;
     let restorer = bin.join("ckpt-restorer");
@@ -256,9 +289,9 @@ fn run(args: Args) -> Result<i32> {
     // This connection stays open while the program runs, so an on-demand coordinator stays up.
     let mut conn = ckpt_launcher::CommandConn::open(&host, port)?;
     let adopt = Msg::CmdRestart {
-        comp_id: h.computation_id,
+        comp_id: plan.computation_id,
         num_peers: args.images.len() as u32,
-        generation: h.generation,
+        generation: plan.generation,
     };
     match conn.request(&adopt, Duration::from_secs(10))? {
         Msg::Ok => {}
@@ -266,21 +299,27 @@ fn run(args: Args) -> Result<i32> {
         other => bail!("coordinator at {host}:{port}: unexpected answer {other:?}"),
     }
 
-    let ckpt_dir = match &args.ckpt_dir {
-        Some(d) => std::path::absolute(d)?,
-        None => std::path::absolute(image)?
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default(),
-    };
-    let code = restore_one(
-        image,
-        h.pid,
-        tables.swap_remove(0),
+    let mut ckpt_dirs = Vec::new();
+    for image in &args.images {
+        ckpt_dirs.push(match &args.ckpt_dir {
+            Some(d) => std::path::absolute(d)?,
+            None => std::path::absolute(image)?
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default(),
+        });
+    }
+    let code = restore_tree(
+        &args.images,
+        &headers,
+        tables,
+        &plan,
+        made,
         &restorer,
         &ip,
         port,
-        &ckpt_dir,
+        &ckpt_dirs,
+        conn.stream().as_raw_fd(),
     );
     drop(conn);
     code
@@ -296,86 +335,152 @@ fn resolve(host: &str) -> Result<String> {
     Ok(a.ip().to_string())
 }
 
-/// Forks the restorer, feeds it, waits for the restored program. Returns its exit code.
-fn restore_one(
-    image: &Path,
-    orig_pid: i32,
-    members: Option<Vec<(u64, usize)>>,
+/// What the feeder threads found.
+#[derive(Default)]
+struct Outcome {
+    /// A corrupt or unreadable image: the one line to print.
+    error: Mutex<Option<String>>,
+    /// A process other than the root stopped reading its image (its restorer failed).
+    broken: Mutex<Option<usize>>,
+    /// The root's restorer stopped reading (it said why; its exit status tells).
+    root_broken: AtomicBool,
+}
+
+/// Builds the tree, feeds every restorer, waits for the root. Returns its exit code.
+#[allow(clippy::too_many_arguments)]
+fn restore_tree(
+    images: &[PathBuf],
+    headers: &[ImageHeader],
+    tables: Vec<Option<Vec<(u64, usize)>>>,
+    plan: &Plan,
+    made: Made,
     restorer: &Path,
     ip: &str,
     port: u16,
-    ckpt_dir: &Path,
+    ckpt_dirs: &[PathBuf],
+    conn_fd: i32,
 ) -> Result<i32> {
-    let mut fds = [0i32; 2];
-    // SAFETY: pipe2 fills two fds.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        bail!("pipe: {}", std::io::Error::last_os_error());
+    let high = plan.high_fd;
+    let all_pids_free = plan.nodes.iter().all(|n| n.pid > 1)
+        && headers.iter().all(|h| h.zombies.iter().all(|z| z.pid > 1));
+    let use_ns = all_pids_free && ckpt_launcher::pidns::usable();
+    if std::env::var_os("CKPT_DEBUG").is_some() {
+        for n in &plan.nodes {
+            eprintln!("ckpt-restart: pid {}, namespaces {use_ns}", n.pid);
+        }
     }
-    // SAFETY: pipe2 returned two fresh fds that we now own.
-    let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+
+    // One pipe per image, both ends above every number an image needs.
+    let mut readers = Vec::new();
+    let mut writers = Vec::new();
+    for image in images {
+        let mut fds = [0i32; 2];
+        // SAFETY: pipe2 fills two fds.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            bail!("pipe: {}", std::io::Error::last_os_error());
+        }
+        // SAFETY: pipe2 returned two fresh fds that we now own.
+        let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let rd = objects::above(rd.as_raw_fd(), high)
+            .with_context(|| format!("{}: pipe", image.display()))?;
+        let wr = objects::above(wr.as_raw_fd(), high)
+            .with_context(|| format!("{}: pipe", image.display()))?;
+        // SAFETY: a bigger pipe means fewer wake-ups; failure keeps the default size.
+        unsafe { libc::fcntl(wr.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20) };
+        readers.push(rd);
+        writers.push(wr);
+    }
+    let outer_proc = if use_ns {
+        // SAFETY: open with a NUL-terminated path.
+        let fd = unsafe {
+            libc::open(
+                c"/proc".as_ptr(),
+                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            bail!("/proc: {}", std::io::Error::last_os_error());
+        }
+        // SAFETY: a fresh fd we own.
+        let low = unsafe { OwnedFd::from_raw_fd(fd) };
+        Some(objects::above(low.as_raw_fd(), high)?)
+    } else {
+        None
+    };
+    let ctl = Ctl::new(plan.nslots)?;
+
+    // Everything the tree code needs, before fork.
     let cstr = |s: &str| CString::new(s).map_err(|_| anyhow!("NUL byte in {s:?}"));
     let prog = cstr(&restorer.to_string_lossy())?;
-    let argv_s = [
-        prog.clone(),
-        cstr(&rd.as_raw_fd().to_string())?,
-        cstr(ip)?,
-        cstr(&port.to_string())?,
-        cstr(&ckpt_dir.to_string_lossy())?,
-    ];
-    // argv[5], OUTER_PID, is written in place by the child (no allocation after fork).
-    let mut outer_buf = [0u8; 16];
-    let mut argv: Vec<*const libc::c_char> = argv_s.iter().map(|c| c.as_ptr()).collect();
-    argv.push(std::ptr::null());
-    argv.push(std::ptr::null());
-    let use_ns = orig_pid > 1 && ckpt_launcher::pidns::usable();
-    if std::env::var_os("CKPT_DEBUG").is_some() {
-        eprintln!("ckpt-restart: pid {orig_pid}, namespaces {use_ns}");
+    let ip_c = cstr(ip)?;
+    let port_c = cstr(&port.to_string())?;
+    let mut strings: Vec<[CString; 2]> = Vec::new();
+    for (i, _) in plan.nodes.iter().enumerate() {
+        strings.push([
+            cstr(&readers[i].as_raw_fd().to_string())?,
+            cstr(&ckpt_dirs[i].to_string_lossy())?,
+        ]);
     }
-    let (rd_fd, wr_fd) = (rd.as_raw_fd(), wr.as_raw_fd());
-    let argv_ptr = argv.as_mut_ptr();
-    let outer_ptr = outer_buf.as_mut_ptr();
-    let exec = |outer: u32| {
-        // SAFETY: async-signal-safe calls only, in the child; argv outlives the exec.
-        unsafe {
-            if outer != 0 {
-                let mut digits = [0u8; 10];
-                let mut n = outer;
-                let mut i = digits.len();
-                while n > 0 || i == digits.len() {
-                    i -= 1;
-                    digits[i] = b'0' + (n % 10) as u8;
-                    n /= 10;
-                }
-                let len = digits.len() - i;
-                std::ptr::copy_nonoverlapping(digits[i..].as_ptr(), outer_ptr, len);
-                *outer_ptr.add(len) = 0;
-                *argv_ptr.add(5) = outer_ptr as *const libc::c_char;
-            }
-            libc::fcntl(rd_fd, libc::F_SETFD, 0);
-            let mut empty: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut empty);
-            libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-            libc::execv(prog.as_ptr(), argv_ptr as *const *const libc::c_char);
-            let msg = b"ckpt-restart: cannot execute ckpt-restorer\n";
-            libc::write(2, msg.as_ptr().cast(), msg.len());
-            libc::_exit(127);
+    let mut nodes = Vec::new();
+    for (i, n) in plan.nodes.iter().enumerate() {
+        let mut installs = Vec::new();
+        for inst in &n.installs {
+            let src = made.source(&inst.source).ok_or_else(|| {
+                anyhow!(
+                    "{}: nothing to install on fd {} ({:?})",
+                    images[i].display(),
+                    inst.fd,
+                    inst.source
+                )
+            })?;
+            installs.push((src, inst.fd));
         }
+        nodes.push(NodeRt {
+            vpid: n.vpid,
+            pid: n.pid,
+            steps: n.steps.clone(),
+            setsid: n.setsid,
+            group: n.group,
+            installs,
+            stream_fd: readers[i].as_raw_fd(),
+            argv: [
+                prog.as_ptr(),
+                strings[i][0].as_ptr(),
+                ip_c.as_ptr(),
+                port_c.as_ptr(),
+                strings[i][1].as_ptr(),
+            ],
+        });
+    }
+    let close_in_c: Vec<i32> = writers.iter().map(|w| w.as_raw_fd()).collect();
+    let mut close_in_helpers: Vec<i32> = readers.iter().map(|r| r.as_raw_fd()).collect();
+    close_in_helpers.extend(made.fds());
+    close_in_helpers.extend(outer_proc.as_ref().map(|f| f.as_raw_fd()));
+    close_in_helpers.push(conn_fd);
+    let spec = TreeSpec {
+        use_ns,
+        ids: IdMaps::current(),
+        nodes: &nodes,
+        top: &plan.top,
+        root: plan.root,
+        ctl: &ctl,
+        outer_proc: outer_proc.as_ref().map_or(-1, |f| f.as_raw_fd()),
+        close_in_c: &close_in_c,
+        close_in_helpers: &close_in_helpers,
     };
 
     // SAFETY: fork of this single-threaded process; the child only makes syscalls.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
+    let c = unsafe { libc::fork() };
+    if c < 0 {
         bail!("fork: {}", std::io::Error::last_os_error());
     }
-    if pid == 0 {
-        if use_ns {
-            ckpt_launcher::pidns::run_chain(orig_pid, &[rd_fd, wr_fd], &exec);
-        }
-        exec(0);
-        // SAFETY: exec returns only after reporting its failure.
-        unsafe { libc::_exit(127) };
+    if c == 0 {
+        ckpt_launcher::pidns::run_tree(&spec);
     }
-    drop(rd);
+    // The tree has its copies now.
+    drop(readers);
+    drop(made);
+    drop(outer_proc);
     // The restored program owns the terminal's signals; we just wait for it.
     // SAFETY: ignoring job-control interrupts in this (parent) process only.
     unsafe {
@@ -383,35 +488,89 @@ fn restore_one(
         libc::signal(libc::SIGQUIT, libc::SIG_IGN);
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
     }
-    let mut pipe = File::from(wr);
-    let fed = match members {
-        Some(m) => feed_members(image, &m, &mut pipe),
-        None => open_stream(image)
-            .map_err(std::io::Error::other)
-            .and_then(|mut s| feed(&mut s, &mut pipe).map(|_| ())),
-    };
-    drop(pipe);
-    // A broken pipe means the restorer refused the image and said why: its exit code tells.
-    if let Err(e) = fed.or_else(|e| {
-        if e.kind() == std::io::ErrorKind::BrokenPipe {
-            Ok(())
-        } else {
-            Err(e)
+
+    let outcome = Outcome::default();
+    let c_alive = AtomicI32::new(c);
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let workers = (cores / images.len()).clamp(1, 8);
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let status = std::thread::scope(|sc| {
+        for (i, (wr, members)) in writers.into_iter().zip(tables).enumerate() {
+            let (outcome, ctl, c_alive, done_tx) = (&outcome, &ctl, &c_alive, done_tx.clone());
+            let image = &images[i];
+            let root = i == plan.root;
+            sc.spawn(move || {
+                let mut pipe = File::from(wr);
+                let fed = match members {
+                    Some(m) => feed_members(image, &m, &mut pipe, workers),
+                    None => open_stream(image)
+                        .map_err(std::io::Error::other)
+                        .and_then(|mut s| feed(&mut s, &mut pipe).map(|_| ())),
+                };
+                drop(pipe);
+                match fed {
+                    Ok(()) => {}
+                    // A broken pipe means the restorer refused the image and said why.
+                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                        if root {
+                            outcome.root_broken.store(true, SeqCst);
+                        } else {
+                            outcome.broken.lock().unwrap().get_or_insert(i);
+                            abort_tree(ctl, c_alive.load(SeqCst));
+                        }
+                    }
+                    Err(e) => {
+                        // The image is bad: the tree may be half-restored; it must not run.
+                        outcome.error.lock().unwrap().get_or_insert(format!(
+                            "{}: {} — restart aborted",
+                            image.display(),
+                            describe(image::classify_io(e))
+                        ));
+                        abort_tree(ctl, c_alive.load(SeqCst));
+                    }
+                }
+                let _ = done_tx.send(());
+            });
         }
-    }) {
-        // The image is bad: the child may be half-restored; it must not run.
-        // SAFETY: killing and reaping our own child.
-        unsafe {
-            libc::kill(pid, libc::SIGKILL);
-            libc::waitpid(pid, std::ptr::null_mut(), 0);
+        drop(done_tx);
+        let st = wait_exit(c);
+        c_alive.store(0, SeqCst);
+        // Let the other restorers read the rest of their images (they do not need the root).
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match done_rx.recv_timeout(left) {
+                Ok(()) => continue,
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    let st = st.map(|s| exit_like(s).unwrap_or(1));
+                    std::process::exit(st.unwrap_or(1));
+                }
+            }
+        }
+        st
+    })?;
+    // SAFETY: reaping C, which wait_exit left unreaped.
+    unsafe { libc::waitpid(c, std::ptr::null_mut(), 0) };
+    if let Some(msg) = outcome.error.lock().unwrap().take() {
+        bail!("{msg}");
+    }
+    if let Some(i) = outcome.broken.lock().unwrap().take() {
+        if ctl.head().failed.load(SeqCst) != 0 {
+            return Ok(1);
         }
         bail!(
-            "{}: {} — restart aborted",
-            image.display(),
-            describe(image::classify_io(e))
+            "{}: vpid {} ({}) stopped reading its image (its restorer failed) — restart aborted",
+            images[i].display(),
+            headers[i].vpid,
+            headers[i].program
         );
     }
-    wait_child(pid)
+    if outcome.root_broken.load(SeqCst) && plan.nodes.len() > 1 {
+        // The root never ran: the others must not run without it.
+        abort_tree(&ctl, 0);
+    }
+    exit_like(status)
 }
 
 /// Sequential decoding, for gzip streams without member sizes.
@@ -436,15 +595,12 @@ fn feed_members<W: Write>(
     image: &Path,
     members: &[(u64, usize)],
     w: &mut W,
+    workers: usize,
 ) -> std::io::Result<()> {
     use std::os::unix::fs::FileExt;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::mpsc;
     let f = File::open(image)?;
-    let workers = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2)
-        .clamp(1, 8);
     let next = AtomicUsize::new(0);
     // Bounded: at most a few members per worker wait in memory.
     let (tx, rx) = mpsc::sync_channel::<(usize, std::io::Result<Vec<u8>>)>(workers * 2);
@@ -494,30 +650,47 @@ fn feed_members<W: Write>(
     })
 }
 
-/// Waits for the child; its exit code is ours, a fatal signal is re-raised on ourselves.
-fn wait_child(pid: libc::pid_t) -> Result<i32> {
+/// Waits until C has exited (leaving it unreaped, so its pid cannot be reused while feeders
+/// may still kill it); returns its wait status.
+fn wait_exit(pid: libc::pid_t) -> Result<i32> {
     loop {
-        let mut status = 0;
-        // SAFETY: waiting for our own child.
-        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        // SAFETY: zeroed siginfo is valid; waiting for our own child without reaping it.
+        let (r, info) = unsafe {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            let r = libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT,
+            );
+            (r, info)
+        };
         if r < 0 {
             let e = std::io::Error::last_os_error();
             if e.kind() == std::io::ErrorKind::Interrupted {
                 continue;
             }
-            bail!("waitpid: {e}");
+            bail!("waitid: {e}");
         }
-        if libc::WIFEXITED(status) {
-            return Ok(libc::WEXITSTATUS(status));
-        }
-        if libc::WIFSIGNALED(status) {
-            let sig = libc::WTERMSIG(status);
-            // SAFETY: restore default action and die of the same signal, like a shell would see.
-            unsafe {
-                libc::signal(sig, libc::SIG_DFL);
-                libc::raise(sig);
-            }
-            return Ok(128 + sig);
-        }
+        // SAFETY: waitid filled a SIGCHLD siginfo.
+        let (code, value) = unsafe { (info.si_code, info.si_status()) };
+        return Ok(match code {
+            libc::CLD_EXITED => (value & 0xff) << 8,
+            _ => value & 0x7f,
+        });
     }
+}
+
+/// C's exit code is ours; a fatal signal is re-raised on ourselves.
+fn exit_like(status: i32) -> Result<i32> {
+    if libc::WIFSIGNALED(status) {
+        let sig = libc::WTERMSIG(status);
+        // SAFETY: restore default action and die of the same signal, like a shell would see.
+        unsafe {
+            libc::signal(sig, libc::SIG_DFL);
+            libc::raise(sig);
+        }
+        return Ok(128 + sig);
+    }
+    Ok(libc::WEXITSTATUS(status))
 }

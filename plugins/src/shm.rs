@@ -1,0 +1,264 @@
+//! Shared memory between processes of the computation: `MAP_SHARED|MAP_ANONYMOUS` regions
+//! inherited across fork, memfds, POSIX shm (`/dev/shm/NAME`, kept or unlinked) and other
+//! deleted files mapped shared.
+//!
+//! At checkpoint every process records each such mapping ([`ShmMapping`]: object key from the
+//! maps line's device and inode — the same in every process —, address range, offset in the
+//! object, and a free fd number). The memory writer saves the pages like private memory, so
+//! the restorer brings them back in a private placeholder. `ckpt-restart` creates one backing
+//! per object (a memfd, or the `/dev/shm` file again) and installs it on each process's fd
+//! number; here, before any user thread runs, each process copies its pages into the backing
+//! and maps the backing over the placeholder with `MAP_SHARED|MAP_FIXED`. Every process was
+//! frozen at the same moment, so all copies agree; user threads run only after every process
+//! passed the restart barrier, so nobody sees a half-copied object.
+//!
+//! SysV segments (`/SYSV…`) are not handled yet: they come back private (warning).
+//!
+//! Checkpoint and restart hooks run with user threads frozen: raw reads of /proc, no glibc
+//! malloc.
+
+use crate::api::{CkptContext, Plugin, RestartContext};
+use ckpt_format::image::ShmMapping;
+
+#[derive(Default)]
+pub struct Shm {
+    saved: Vec<ShmMapping>,
+}
+
+/// A shared mapping of shared memory, from one line of /proc/self/maps.
+struct Line {
+    start: u64,
+    end: u64,
+    offset: u64,
+    dev: (u64, u64),
+    ino: u64,
+    path: String,
+}
+
+fn parse(text: &str) -> Vec<Line> {
+    let mut out = Vec::new();
+    for l in text.lines() {
+        let mut it = l.splitn(6, ' ');
+        let (Some(range), Some(perms), Some(off), Some(dev), Some(ino)) =
+            (it.next(), it.next(), it.next(), it.next(), it.next())
+        else {
+            continue;
+        };
+        if perms.as_bytes().get(3) != Some(&b's') {
+            continue;
+        }
+        let path = it.next().unwrap_or("").trim_start().to_string();
+        let Some((a, b)) = range.split_once('-') else {
+            continue;
+        };
+        let Some((ma, mi)) = dev.split_once(':') else {
+            continue;
+        };
+        let h = |s: &str| u64::from_str_radix(s, 16).unwrap_or(0);
+        let deleted = path.ends_with(" (deleted)");
+        let shmem = path.starts_with("/dev/zero")
+            || path.starts_with("/memfd:")
+            || path.starts_with("/dev/shm/")
+            || deleted;
+        if !shmem || path.starts_with("/SYSV") {
+            continue;
+        }
+        out.push(Line {
+            start: h(a),
+            end: h(b),
+            offset: h(off),
+            dev: (h(ma), h(mi)),
+            ino: ino.parse().unwrap_or(0),
+            path,
+        });
+    }
+    out
+}
+
+/// Whether the memory writer should save the pages of this shared mapping (and not warn):
+/// the plugin re-shares it at restart. Used by the core's memory plan.
+pub fn handles(path: &str) -> bool {
+    !path.starts_with("/SYSV")
+        && (path.starts_with("/dev/zero")
+            || path.starts_with("/memfd:")
+            || path.starts_with("/dev/shm/")
+            || path.ends_with(" (deleted)"))
+}
+
+fn errno() -> std::io::Error {
+    std::io::Error::last_os_error()
+}
+
+impl Plugin for Shm {
+    fn name(&self) -> &'static str {
+        "shm"
+    }
+
+    fn checkpoint(&mut self, ctx: &mut CkptContext) -> Result<(), String> {
+        let text = std::fs::read_to_string("/proc/self/maps")
+            .map_err(|e| format!("/proc/self/maps: {e}"))?;
+        let lines = parse(&text);
+        let mut next_fd = ctx.header.fds.iter().map(|f| f.fd).max().unwrap_or(2) + 1;
+        let mut out: Vec<ShmMapping> = Vec::new();
+        for l in &lines {
+            let key = crate::files::obj_key("shm", &[l.dev.0, l.dev.1, l.ino]);
+            let name = l.path.trim_end_matches(" (deleted)");
+            let live_posix = name.starts_with("/dev/shm/") && !l.path.ends_with(" (deleted)");
+            let size = if live_posix {
+                std::fs::metadata(name).map(|m| m.len()).unwrap_or(0)
+            } else {
+                0
+            }
+            .max(l.offset + (l.end - l.start));
+            let fd_hint = match out.iter().find(|m| m.key == key) {
+                Some(m) => m.fd_hint,
+                None => {
+                    while ctx.core_fds.contains(&next_fd) {
+                        next_fd += 1;
+                    }
+                    let f = next_fd;
+                    next_fd += 1;
+                    f
+                }
+            };
+            out.push(ShmMapping {
+                key,
+                start: l.start,
+                end: l.end,
+                obj_off: l.offset,
+                size,
+                path: live_posix.then(|| name.to_string()),
+                fd_hint,
+            });
+        }
+        // Every mapping of one object must ask for a backing that covers all of them.
+        for i in 0..out.len() {
+            let max = out
+                .iter()
+                .filter(|m| m.key == out[i].key)
+                .map(|m| m.size)
+                .max()
+                .unwrap_or(0);
+            out[i].size = max;
+        }
+        ctx.header.shm = out.clone();
+        self.saved = out;
+        Ok(())
+    }
+
+    fn restart(&mut self, ctx: &mut RestartContext) -> Result<(), String> {
+        let mut fds: Vec<i32> = Vec::new();
+        for m in &self.saved {
+            let fd = m.fd_hint;
+            // SAFETY: F_GETFD only probes the number.
+            if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+                ctx.warnings.push(format!(
+                    "shared memory {:#x}-{:#x}: no backing was handed over (fd {fd}); it stays private",
+                    m.start, m.end
+                ));
+                continue;
+            }
+            if !fds.contains(&fd) {
+                fds.push(fd);
+            }
+            let len = (m.end - m.start) as usize;
+            let prot = region_prot(m.start);
+            // SAFETY: the placeholder the restorer mapped at [start, end) holds the saved pages;
+            // make it readable, copy it into the backing at its offset, then map the backing
+            // over it with the original protection.
+            unsafe {
+                if prot == libc::PROT_NONE {
+                    // No content of ours (an inaccessible view): only re-share it.
+                    let p = libc::mmap(
+                        m.start as *mut libc::c_void,
+                        len,
+                        prot,
+                        libc::MAP_SHARED | libc::MAP_FIXED,
+                        fd,
+                        m.obj_off as i64,
+                    );
+                    if p == libc::MAP_FAILED {
+                        return Err(format!("shared memory {:#x}: mmap: {}", m.start, errno()));
+                    }
+                    continue;
+                }
+                if prot & libc::PROT_READ == 0 {
+                    libc::mprotect(m.start as *mut libc::c_void, len, libc::PROT_READ);
+                }
+                let mut done = 0usize;
+                while done < len {
+                    let r = libc::pwrite(
+                        fd,
+                        (m.start as usize + done) as *const libc::c_void,
+                        len - done,
+                        (m.obj_off as usize + done) as i64,
+                    );
+                    if r <= 0 {
+                        return Err(format!(
+                            "shared memory {:#x}-{:#x}: writing its pages back: {}",
+                            m.start,
+                            m.end,
+                            errno()
+                        ));
+                    }
+                    done += r as usize;
+                }
+                let p = libc::mmap(
+                    m.start as *mut libc::c_void,
+                    len,
+                    prot,
+                    libc::MAP_SHARED | libc::MAP_FIXED,
+                    fd,
+                    m.obj_off as i64,
+                );
+                if p == libc::MAP_FAILED {
+                    return Err(format!(
+                        "shared memory {:#x}-{:#x}: mmap of its backing: {}",
+                        m.start,
+                        m.end,
+                        errno()
+                    ));
+                }
+            }
+        }
+        for fd in fds {
+            // SAFETY: the backing fds ckpt-restart installed for us; the mappings keep the
+            // objects alive.
+            unsafe { libc::close(fd) };
+        }
+        Ok(())
+    }
+}
+
+/// Current protection of the mapping containing `addr` (from /proc/self/maps).
+fn region_prot(addr: u64) -> i32 {
+    let text = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+    for l in text.lines() {
+        let mut it = l.split(' ');
+        let (Some(range), Some(perms)) = (it.next(), it.next()) else {
+            continue;
+        };
+        let Some((a, b)) = range.split_once('-') else {
+            continue;
+        };
+        let (a, b) = (
+            u64::from_str_radix(a, 16).unwrap_or(0),
+            u64::from_str_radix(b, 16).unwrap_or(0),
+        );
+        if addr >= a && addr < b {
+            let p = perms.as_bytes();
+            let mut prot = 0;
+            if p.first() == Some(&b'r') {
+                prot |= libc::PROT_READ;
+            }
+            if p.get(1) == Some(&b'w') {
+                prot |= libc::PROT_WRITE;
+            }
+            if p.get(2) == Some(&b'x') {
+                prot |= libc::PROT_EXEC;
+            }
+            return prot;
+        }
+    }
+    libc::PROT_READ | libc::PROT_WRITE
+}

@@ -1,0 +1,6 @@
+/* mkproj: the functions each object file provides. */
+unsigned alpha(unsigned x);
+unsigned beta(unsigned x);
+unsigned gamma_(unsigned x);
+unsigned delta(unsigned x);
+unsigned epsilon(unsigned x);
