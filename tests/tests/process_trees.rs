@@ -262,7 +262,6 @@ fn mp_pool() {
 }
 
 #[test]
-#[ignore = "issue 4 open: output differs after restart (O_APPEND truncation policy not done)"]
 fn shared_fd() {
     let (p, spec) = shared_fd_prog();
     tree_scenario(p, spec);

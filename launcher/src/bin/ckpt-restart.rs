@@ -260,6 +260,7 @@ fn run(args: Args) -> Result<i32> {
             high - 1
         );
     }
+    truncate_appended(&headers)?;
     let mut made = Made::new(high);
     // Before anything of ours is opened: fd n is still what we were started with.
     made.take_inherited(&plan)?;
@@ -323,6 +324,47 @@ fn run(args: Args) -> Result<i32> {
     );
     drop(conn);
     code
+}
+
+/// Files written with `O_APPEND` that grew after the checkpoint are cut back to their size at
+/// checkpoint time: appends after the restart land at the end of the file, so the tail written
+/// between the checkpoint and the kill would otherwise appear twice (docs/files.md).
+fn truncate_appended(headers: &[ImageHeader]) -> Result<()> {
+    use ckpt_format::image::FdKind;
+    let mut done: Vec<&str> = Vec::new();
+    for h in headers {
+        for f in &h.fds {
+            let writes = f.flags & libc::O_ACCMODE != libc::O_RDONLY;
+            if f.kind != FdKind::Regular
+                || f.deleted
+                || f.flags & libc::O_APPEND == 0
+                || !writes
+                || done.contains(&f.path.as_str())
+            {
+                continue;
+            }
+            let Ok(md) = std::fs::metadata(&f.path) else {
+                continue; // reported as missing when it is reopened
+            };
+            if md.ino() == f.ino && md.len() > f.size {
+                let file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&f.path)
+                    .with_context(|| format!("{}: cannot open to truncate", f.path))?;
+                file.set_len(f.size)
+                    .with_context(|| format!("{}: cannot truncate", f.path))?;
+                eprintln!(
+                    "ckpt-restart: {} grew from {} to {} bytes after the checkpoint; cut back to {} (it is appended to)",
+                    f.path,
+                    f.size,
+                    md.len(),
+                    f.size
+                );
+            }
+            done.push(&f.path);
+        }
+    }
+    Ok(())
 }
 
 fn resolve(host: &str) -> Result<String> {
