@@ -395,6 +395,7 @@ impl Plugin for Files {
                     .fds
                     .iter()
                     .any(|f| f.fd == fd && (reinherited(f) || installed_by_restart(f)))
+                || crate::shm::is_backing_fd(fd)
                 || fd <= 2;
             if !keep {
                 // SAFETY: closing an fd that the restored program does not know about.

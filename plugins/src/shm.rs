@@ -20,6 +20,19 @@
 use crate::api::{CkptContext, Plugin, RestartContext};
 use ckpt_format::image::ShmMapping;
 
+/// fd numbers on which ckpt-restart installs backings (kept open by the files plugin at
+/// restart until this plugin has used them). Static memory: restored with the process.
+const MAX_HINTS: usize = 64;
+static HINTS: [std::sync::atomic::AtomicI32; MAX_HINTS] =
+    [const { std::sync::atomic::AtomicI32::new(-1) }; MAX_HINTS];
+
+/// Whether `fd` carries a shared memory backing handed over by ckpt-restart.
+pub fn is_backing_fd(fd: i32) -> bool {
+    HINTS
+        .iter()
+        .any(|h| h.load(std::sync::atomic::Ordering::Relaxed) == fd)
+}
+
 #[derive(Default)]
 pub struct Shm {
     saved: Vec<ShmMapping>,
@@ -140,6 +153,14 @@ impl Plugin for Shm {
                 .max()
                 .unwrap_or(0);
             out[i].size = max;
+        }
+        for (i, h) in HINTS.iter().enumerate() {
+            let mut hints: Vec<i32> = out.iter().map(|m| m.fd_hint).collect();
+            hints.dedup();
+            h.store(
+                hints.get(i).copied().unwrap_or(-1),
+                std::sync::atomic::Ordering::Relaxed,
+            );
         }
         ctx.header.shm = out.clone();
         self.saved = out;

@@ -268,7 +268,6 @@ fn shared_fd() {
 }
 
 #[test]
-#[ignore = "issue 4 open: hangs after restart (shared memory re-sharing unverified)"]
 fn shm_counter() {
     let (p, spec) = shm_counter_prog();
     tree_scenario(p, spec);
