@@ -623,6 +623,9 @@ impl State {
                 }
                 Some(_) => {}
             }
+            if !restart_open && self.worker_ids().is_empty() {
+                actions.extend(self.drop_ghosts_of_dead_run());
+            }
             if let Some(other) = self
                 .worker_ids()
                 .into_iter()
@@ -881,6 +884,7 @@ impl State {
                 Action::Send(id, Msg::Error { message }),
             ];
         }
+        let dropped = self.drop_ghosts_of_dead_run();
         if self.comp_id.is_none() {
             self.generation = generation;
         }
@@ -911,6 +915,7 @@ impl State {
             )),
             Action::Send(id, Msg::Ok),
         ];
+        actions.extend(dropped);
         actions.extend(self.eval_restart());
         actions
     }
@@ -1573,6 +1578,30 @@ impl State {
         };
         let frozen = c.frozen.contains(&id);
         c.participants.remove(&id);
+        if c.decision == Some(Ok(())) && c.images.get(&id).is_some_and(|r| r.path.is_some()) {
+            // Its image is committed: a process that resumed and exited at once (a `sleep`
+            // whose time ran out while it was frozen) is in this generation as it was.
+            let r = c.images.get_mut(&id).unwrap();
+            let vpid = w.vpid;
+            let moved: Vec<String> = r
+                .warnings
+                .drain(..)
+                .map(|x| format!("vpid {vpid}: {x}"))
+                .collect();
+            c.warnings.extend(moved);
+            c.resumed.remove(&id);
+            c.frozen.remove(&id);
+            for arrived in c.barriers.values_mut() {
+                arrived.remove(&id);
+            }
+            actions.push(Action::Log(format!(
+                "{} exited after its image of checkpoint {} was committed; the image stands",
+                w.name(),
+                c.generation
+            )));
+            actions.extend(self.eval_ckpt(now));
+            return actions;
+        }
         c.images.remove(&id);
         c.resumed.remove(&id);
         c.frozen.remove(&id);
@@ -1600,6 +1629,21 @@ impl State {
         }
         actions.extend(self.eval_ckpt(now));
         actions
+    }
+
+    /// A restart begins while no process of the computation is alive: the places kept for
+    /// processes that were exec'ing when the run died are gone with that run (else they would
+    /// hold their vpids and make the restarted run's first checkpoint wait for them).
+    fn drop_ghosts_of_dead_run(&mut self) -> Vec<Action> {
+        std::mem::take(&mut self.ghosts)
+            .into_values()
+            .map(|g| {
+                Action::Log(format!(
+                    "{} was exec'ing when its run died: its place is dropped for the restart",
+                    g.worker.name()
+                ))
+            })
+            .collect()
     }
 
     /// With no process left (no worker, no ghost) and nothing in progress, the computation is

@@ -50,6 +50,19 @@ pub enum FdKind {
     Other,
 }
 
+/// The flags to reopen a saved description with: its `F_GETFL` flags without the ones that
+/// act only at creation (`O_CREAT`, `O_TRUNC`, `O_EXCL`, and `O_TMPFILE`, which the kernel
+/// keeps in `F_GETFL` of an `O_TMPFILE` file and which would make a reopen fail with ENOTDIR
+/// or make a new file), with `O_DIRECTORY` exactly when it is a directory, and `O_CLOEXEC`.
+pub fn reopen_flags(flags: i32, directory: bool) -> i32 {
+    let mut f = flags
+        & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL | libc::O_TMPFILE | libc::O_DIRECTORY);
+    if directory {
+        f |= libc::O_DIRECTORY;
+    }
+    f | libc::O_CLOEXEC
+}
+
 /// One open fd at checkpoint time.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct FdInfo {

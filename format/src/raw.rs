@@ -180,6 +180,11 @@ pub struct RestartArgs {
     pub ckpt_dir: [u8; 4096],
     /// Bit 0: the restorer could not apply PR_SET_MM_MAP (brk left as is).
     pub flags: u64,
+    /// A directory fd on the `/proc` of the outer pid namespace (namespace restart), from
+    /// which the process and its future children read their outer pids; 0 = none (the
+    /// launcher never passes fds 0-2).
+    pub outer_proc: u32,
+    pub _pad2: u32,
 }
 
 pub const RA_MM_NOT_RESTORED: u64 = 1;

@@ -11,7 +11,7 @@
 
 use crate::tree::{Plan, Source};
 use anyhow::{Result, anyhow, bail};
-use ckpt_format::image::{ObjKind, SharedObject};
+use ckpt_format::image::{ObjKind, SharedObject, reopen_flags};
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -314,10 +314,7 @@ impl Made {
     ) -> Result<OwnedFd> {
         let c = cpath(path)?;
         let flags0 = o.flags.first().copied().unwrap_or(libc::O_RDONLY);
-        let mut flags = flags0 & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL) | libc::O_CLOEXEC;
-        if directory {
-            flags |= libc::O_DIRECTORY;
-        }
+        let flags = reopen_flags(flags0, directory);
         // SAFETY: open with a NUL-terminated path.
         let fd = unsafe { libc::open(c.as_ptr(), flags) };
         let fd = own_above(fd, self.high)
@@ -416,9 +413,7 @@ impl Made {
                 unsafe { libc::ftruncate(tmp.as_raw_fd(), size as libc::off_t) };
             }
             let proc_path = CString::new(format!("/proc/self/fd/{}", tmp.as_raw_fd()))?;
-            let flags = o.flags.first().copied().unwrap_or(libc::O_RDWR)
-                & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL)
-                | libc::O_CLOEXEC;
+            let flags = reopen_flags(o.flags.first().copied().unwrap_or(libc::O_RDWR), false);
             // SAFETY: open with a NUL-terminated path.
             let fd = unsafe { libc::open(proc_path.as_ptr(), flags) };
             let fd = own_above(fd, self.high)?;

@@ -852,7 +852,8 @@ fn node_main(spec: &TreeSpec, i: usize) -> ! {
         keep_caps_across_exec();
     }
     let mut digits = [0u8; 16];
-    let mut argv: [*const libc::c_char; 7] = [
+    let mut fd_digits = [0u8; 16];
+    let mut argv: [*const libc::c_char; 8] = [
         n.argv[0],
         n.argv[1],
         n.argv[2],
@@ -860,21 +861,16 @@ fn node_main(spec: &TreeSpec, i: usize) -> ! {
         n.argv[4],
         std::ptr::null(),
         std::ptr::null(),
+        std::ptr::null(),
     ];
     if outer > 0 {
-        let mut v = outer as u32;
-        let mut k = 10;
-        loop {
-            k -= 1;
-            digits[k] = b'0' + (v % 10) as u8;
-            v /= 10;
-            if v == 0 {
-                break;
-            }
+        argv[5] = decimal(outer as u32, &mut digits);
+        if spec.outer_proc > 2 {
+            // The restored process keeps the outer /proc to read its children's outer pids.
+            // SAFETY: clearing close-on-exec on our copy of ckpt-restart's /proc fd.
+            unsafe { libc::fcntl(spec.outer_proc, libc::F_SETFD, 0) };
+            argv[6] = decimal(spec.outer_proc as u32, &mut fd_digits);
         }
-        digits.copy_within(k..10, 0);
-        digits[10 - k] = 0;
-        argv[5] = digits.as_ptr().cast();
     }
     me.state.store(ST_EXEC, SeqCst);
     // SAFETY: argv is a NULL-terminated array of NUL-terminated strings that outlive the call.
@@ -888,6 +884,23 @@ fn node_main(spec: &TreeSpec, i: usize) -> ! {
             .s(b": cannot execute ckpt-restorer: ")
             .errno(e),
     )
+}
+
+/// Writes `v` in decimal, NUL-terminated, into `buf`; returns a pointer to it (no allocation:
+/// runs in a freshly cloned process).
+fn decimal(mut v: u32, buf: &mut [u8; 16]) -> *const libc::c_char {
+    let mut k = 10;
+    loop {
+        k -= 1;
+        buf[k] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    buf.copy_within(k..10, 0);
+    buf[10 - k] = 0;
+    buf.as_ptr().cast()
 }
 
 /// Whether this process still has children (a reaped one does not count).
@@ -1016,7 +1029,7 @@ fn helper(spec: &TreeSpec, report: i32) -> ! {
 /// plan order, waits until every process exists, leads its group, waits for every leader, joins
 /// its group, waits for every member, waits for its zombies to be dead, installs its fds,
 /// clears FD_CLOEXEC on its image stream, keeps its capabilities (namespace mode) and execs
-/// `ckpt-restorer FD HOST PORT DIR [OUTER_PID]`.
+/// `ckpt-restorer FD HOST PORT DIR [OUTER_PID [OUTER_PROC_FD]]`.
 pub fn run_tree(spec: &TreeSpec) -> ! {
     let mut spec = *spec;
     // SAFETY: plain syscalls in a single-threaded child.

@@ -24,7 +24,7 @@
 //! Runs on the checkpoint thread with user threads frozen: raw /proc reads, no glibc malloc.
 
 use crate::api::{CkptContext, Plugin, RestartContext};
-use ckpt_format::image::{FdInfo, FdKind, ObjKind, ObjRef, SharedObject};
+use ckpt_format::image::{FdInfo, FdKind, ObjKind, ObjRef, SharedObject, reopen_flags};
 use std::ffi::CString;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
@@ -276,12 +276,9 @@ fn restore_one(f: &FdInfo, warnings: &mut Vec<String>) -> Result<(), String> {
     match f.kind {
         FdKind::Regular | FdKind::Directory if !f.deleted => {
             let p = cstr(&f.path)?;
-            let mut flags = f.flags & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL);
-            if f.kind == FdKind::Directory {
-                flags |= libc::O_DIRECTORY;
-            }
+            let flags = reopen_flags(f.flags, f.kind == FdKind::Directory);
             // SAFETY: NUL-terminated path; no mode needed without O_CREAT.
-            let nfd = unsafe { libc::open(p.as_ptr(), flags | libc::O_CLOEXEC) };
+            let nfd = unsafe { libc::open(p.as_ptr(), flags) };
             if nfd < 0 {
                 return Err(format!(
                     "fd {}: cannot reopen {}: {}",

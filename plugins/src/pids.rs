@@ -20,7 +20,44 @@
 
 use crate::api::real_fns;
 use libc::{c_int, id_t, idtype_t, pid_t, siginfo_t};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
+
+/// After a namespace restart: a directory fd on the outer pid namespace's `/proc`
+/// (close-on-exec, at a high number; the exec wrapper hands it to the next program as
+/// `CKPT_OUTER_PROC`), so that every process of the tree, also one forked after the restart,
+/// can tell the coordinator the pid users outside see. -1 = not in a namespace of ours.
+static OUTER_PROC: AtomicI32 = AtomicI32::new(-1);
+
+/// Records the outer `/proc` fd (see [`OUTER_PROC`]).
+pub fn set_outer_proc(fd: i32) {
+    OUTER_PROC.store(fd, Ordering::Release);
+}
+
+/// The outer `/proc` fd, or -1.
+pub fn outer_proc() -> i32 {
+    OUTER_PROC.load(Ordering::Acquire)
+}
+
+/// This process's pid in the outer pid namespace (`readlinkat(outer /proc, "self")`), when
+/// it runs in a restart's namespace; None otherwise or if the fd was closed by the program.
+pub fn outer_pid() -> Option<i32> {
+    let fd = outer_proc();
+    if fd < 0 {
+        return None;
+    }
+    let mut buf = [0u8; 16];
+    // SAFETY: readlinkat into a stack buffer relative to a directory fd.
+    let n = unsafe { libc::readlinkat(fd, c"self".as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if n <= 0 {
+        return None;
+    }
+    let s = &buf[..n as usize];
+    if !s.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let v = s.iter().fold(0i64, |v, &c| v * 10 + (c - b'0') as i64);
+    (v > 0 && v <= i32::MAX as i64).then_some(v as i32)
+}
 
 /// Whether any vpid differs from its real pid (fallback restart happened).
 static VIRTUAL: AtomicBool = AtomicBool::new(false);

@@ -149,11 +149,11 @@ impl Worker {
             num_peers: if restarting { self.num_peers } else { 0 },
             generation: self.generation,
             // The coordinator lists the pid users can signal from where they are.
-            pid: if self.outer_pid != 0 {
+            pid: ckpt_plugins::pids::outer_pid().unwrap_or(if self.outer_pid != 0 {
                 self.outer_pid
             } else {
                 sys::getpid()
-            },
+            }),
             host: hostname(),
             program: self.program.clone(),
             join: kind,
@@ -227,10 +227,13 @@ impl Worker {
     }
 
     fn core_fds(&self) -> Vec<i32> {
+        let outer_proc = ckpt_plugins::pids::outer_proc();
         self.coord
             .as_ref()
-            .map(|s| vec![s.as_raw_fd()])
-            .unwrap_or_default()
+            .map(|s| s.as_raw_fd())
+            .into_iter()
+            .chain((outer_proc >= 0).then_some(outer_proc))
+            .collect()
     }
 
     fn image_name(&self) -> String {
@@ -586,6 +589,28 @@ impl Worker {
             sys::capset_self(unsafe { &*restart::CAPS.as_ptr() });
         }
         self.outer_pid = args.outer_pid as i32;
+        if args.outer_proc > 2 {
+            // Out of the way of the fds the files plugin installs next.
+            // Not on the number of the restored coordinator socket: the join puts the new
+            // connection there.
+            let fd = args.outer_proc as i32;
+            let avoid = self.coord.as_ref().map(|s| s.as_raw_fd());
+            // SAFETY: duplicating the fd ckpt-restart handed us, then closing the original.
+            let mut high = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, high_fd_floor()) };
+            if high >= 0 && Some(high) == avoid {
+                // SAFETY: as above.
+                let next = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, high + 1) };
+                // SAFETY: as above.
+                unsafe { libc::close(high) };
+                high = next;
+            }
+            // SAFETY: as above.
+            unsafe { libc::close(fd) };
+            ckpt_plugins::pids::set_outer_proc(high);
+        } else {
+            // The number restored with memory belongs to the previous run.
+            ckpt_plugins::pids::set_outer_proc(-1);
+        }
         if let Err(e) = self.restart_work(args) {
             log(&format!("restart failed: {e}"));
             sys::exit_group(75);
@@ -715,21 +740,25 @@ impl Worker {
 /// small numbers themselves (`exec 3>file` in a shell, `dup2(x, 3)`).
 fn move_high(s: TcpStream) -> TcpStream {
     use std::os::fd::FromRawFd;
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: valid out-pointer.
-    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
-    let floor = (lim.rlim_cur.min(1024) as i32 - 64).max(100);
-    // SAFETY: duplicating our own socket above `floor`.
-    let n = unsafe { libc::fcntl(s.as_raw_fd(), libc::F_DUPFD_CLOEXEC, floor) };
+    // SAFETY: duplicating our own socket above the floor.
+    let n = unsafe { libc::fcntl(s.as_raw_fd(), libc::F_DUPFD_CLOEXEC, high_fd_floor()) };
     if n < 0 {
         return s;
     }
     drop(s);
     // SAFETY: n is a fresh fd we own.
     unsafe { TcpStream::from_raw_fd(n) }
+}
+
+/// Lowest fd number for the core's own fds (coordinator socket, outer /proc).
+fn high_fd_floor() -> i32 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: valid out-pointer.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+    (lim.rlim_cur.min(1024) as i32 - 64).max(100)
 }
 
 fn kill_self() -> ! {

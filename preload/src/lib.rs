@@ -95,6 +95,18 @@ extern "C" fn init() {
     // (our exec wrapper passes them on explicitly).
     let root = env("CKPT_ROOT").is_some();
     let exec_vpid = env("CKPT_VPID").and_then(|v| v.parse::<u64>().ok());
+    if let Some(fd) = env("CKPT_OUTER_PROC").and_then(|v| v.parse::<i32>().ok()) {
+        // SAFETY: fstat/fcntl on a number the exec wrapper of our previous program named.
+        let is_dir = unsafe {
+            let mut st: libc::stat = std::mem::zeroed();
+            libc::fstat(fd, &mut st) == 0 && st.st_mode & libc::S_IFMT == libc::S_IFDIR
+        };
+        if fd > 2 && is_dir {
+            // SAFETY: as above; it stays ours, hidden from the next exec unless handed on.
+            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+            ckpt_plugins::pids::set_outer_proc(fd);
+        }
+    }
     glibc::probe();
     let sig = env("CKPT_SIGNAL")
         .and_then(|s| s.parse::<i32>().ok())
@@ -112,7 +124,10 @@ extern "C" fn init() {
     let ckpt_env: Vec<(String, String)> = std::env::vars()
         .filter(|(k, _)| {
             k.starts_with("CKPT_")
-                && !matches!(k.as_str(), "CKPT_ROOT" | "CKPT_VPID" | "CKPT_OUTSIDE")
+                && !matches!(
+                    k.as_str(),
+                    "CKPT_ROOT" | "CKPT_VPID" | "CKPT_OUTSIDE" | "CKPT_OUTER_PROC"
+                )
         })
         .collect();
     // SAFETY: the constructor runs before any other thread of the program exists.
@@ -120,6 +135,7 @@ extern "C" fn init() {
         std::env::remove_var("CKPT_ROOT");
         std::env::remove_var("CKPT_VPID");
         std::env::remove_var("CKPT_OUTSIDE");
+        std::env::remove_var("CKPT_OUTER_PROC");
     }
     let dir = env("CKPT_DIR")
         .map(PathBuf::from)

@@ -274,6 +274,12 @@ fn child_join() -> u64 {
     }
     MANAGED.store(false, Ordering::Release);
     let parent = VPID.swap(0, Ordering::AcqRel);
+    // A child of the launched process is not the launched process: nor is what it execs
+    // (else a restart could take a child for the root whose status ckpt-restart returns).
+    // SAFETY: the child is single-threaded here; nothing else reads CONFIG yet.
+    if let Some(c) = unsafe { CONFIG.get() }.as_mut() {
+        c.root = false;
+    }
     let c = config();
     let mut w = ckpt::Worker::new(
         c.addr,
@@ -468,6 +474,10 @@ unsafe fn patch_env(envp: *const *const c_char) -> Vec<CString> {
     if c.root {
         out.push(c"CKPT_ROOT=1".to_owned());
     }
+    let outer_proc = ckpt_plugins::pids::outer_proc();
+    if outer_proc >= 0 {
+        out.push(CString::new(format!("CKPT_OUTER_PROC={outer_proc}")).unwrap_or_default());
+    }
     let outside = ckpt_plugins::files::outside_env();
     if !outside.is_empty() {
         out.push(CString::new(format!("CKPT_OUTSIDE={outside}")).unwrap_or_default());
@@ -510,9 +520,18 @@ unsafe fn exec_common(
     let mut envv: Vec<*const c_char> = env.iter().map(|s| s.as_ptr()).collect();
     envv.push(std::ptr::null());
     send_coord(&Msg::Exec);
+    let outer_proc = ckpt_plugins::pids::outer_proc();
+    if outer_proc >= 0 {
+        // SAFETY: the next program's preload takes this fd over (CKPT_OUTER_PROC).
+        unsafe { libc::fcntl(outer_proc, libc::F_SETFD, 0) };
+    }
     // SAFETY: the caller's arguments with our environment.
     let r = unsafe { exec_real(&target, argv, envv.as_ptr()) };
     let e = errno();
+    if outer_proc >= 0 {
+        // SAFETY: the exec failed: the fd is ours again.
+        unsafe { libc::fcntl(outer_proc, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
     send_coord(&Msg::ExecFailed);
     drop(ticket);
     set_errno(e);

@@ -26,6 +26,8 @@ pub static ARGS: Owned<RestartArgs> = Owned::new(RestartArgs {
     outer_pid: 0,
     ckpt_dir: [0; 4096],
     flags: 0,
+    outer_proc: 0,
+    _pad2: 0,
 });
 
 /// Set by the checkpoint thread when the restart work is done (futex word).

@@ -1,4 +1,4 @@
-//! Command line: `ckpt-restorer FD HOST PORT CKPT_DIR [OUTER_PID]`, read from the kernel-made initial stack
+//! Command line: `ckpt-restorer FD HOST PORT CKPT_DIR [OUTER_PID [OUTER_PROC_FD]]`, read from the kernel-made initial stack
 //! and copied into the zone's [`RestartArgs`] (the initial stack is unmapped later).
 //!
 //! Runs with no libc, no TLS, no allocator; never keeps a pointer into the initial stack.
@@ -6,7 +6,7 @@
 use crate::msg::{Msg, fatal};
 use crate::raw::RestartArgs;
 
-const USAGE: &[u8] = b"usage: ckpt-restorer FD HOST PORT CKPT_DIR [OUTER_PID]";
+const USAGE: &[u8] = b"usage: ckpt-restorer FD HOST PORT CKPT_DIR [OUTER_PID [OUTER_PROC_FD]]";
 
 /// Parse argv at `sp` (pointer to argc) into `out`; returns the image fd.
 ///
@@ -15,7 +15,7 @@ const USAGE: &[u8] = b"usage: ckpt-restorer FD HOST PORT CKPT_DIR [OUTER_PID]";
 pub unsafe fn parse(sp: *const u64, out: &mut RestartArgs) -> i32 {
     // SAFETY: the kernel's initial stack starts with argc followed by argc argv pointers.
     let argc = unsafe { *sp } as usize;
-    if argc != 5 && argc != 6 {
+    if !(5..=7).contains(&argc) {
         fatal(USAGE);
     }
     // SAFETY: argv[1..5] are NUL-terminated strings placed by the kernel.
@@ -44,8 +44,11 @@ pub unsafe fn parse(sp: *const u64, out: &mut RestartArgs) -> i32 {
             .fail();
     }
     out.ckpt_dir[..dir.len()].copy_from_slice(dir);
-    if argc == 6 {
+    if argc >= 6 {
         out.outer_pid = number(arg(5), b"OUTER_PID", i32::MAX as u64) as u32;
+    }
+    if argc == 7 {
+        out.outer_proc = number(arg(6), b"OUTER_PROC_FD", i32::MAX as u64) as u32;
     }
     fd
 }

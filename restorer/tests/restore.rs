@@ -431,7 +431,7 @@ fn expect_fail(stream: Vec<u8>, args: &[String], code: i32, line: &str) {
 
 #[test]
 fn refuses_bad_arguments() {
-    let usage = "usage: ckpt-restorer FD HOST PORT CKPT_DIR [OUTER_PID]";
+    let usage = "usage: ckpt-restorer FD HOST PORT CKPT_DIR [OUTER_PID [OUTER_PROC_FD]]";
     expect_fail(vec![], &["5".into(), "h".into(), "1".into()], 3, usage);
     let args =
         |fd: &str, port: &str| vec![fd.to_string(), "h".into(), port.to_string(), "/tmp".into()];

@@ -9,6 +9,10 @@
 # `sort -n bg.txt | awk` prints 50 lines and a total. Many short-lived children (seq, sleep,
 # subshells) exist at any moment. Output: 301 lines, identical on every run; ~5-6 s.
 set -u
+# mawk fills its input buffer from a pipe before it processes a line (so the running sums would
+# all come out at the end): `-W interactive` makes it read line by line. gawk needs nothing.
+awk_line=(awk)
+if awk -W version 2>/dev/null | grep -qi mawk; then awk_line=(awk -W interactive); fi
 bg() {
     exec 3>bg.txt
     for i in $(seq 50); do
@@ -19,6 +23,6 @@ bg() {
 }
 bg &
 ( for i in $(seq 250); do printf 'item %d %d\n' "$i" $(( i * i % 97 )); sleep 0.02; done ) |
-    awk '{ s += $3; printf "step %d item %d sum %d\n", NR, $2, s; fflush() }'
+    "${awk_line[@]}" '{ s += $3; printf "step %d item %d sum %d\n", NR, $2, s; fflush() }'
 wait
 sort -n bg.txt | awk '{ t += $1; printf "bg %d %d total %d\n", NR, $1, t; fflush() } END { print "done", NR, t }'

@@ -661,7 +661,14 @@ impl Session {
             }
             std::thread::sleep(POLL);
         }
-        let survivors: Vec<&ListEntry> = listed.iter().filter(|e| e.alive()).collect();
+        // A process being torn down (its mm already gone, so its environ no longer shows the
+        // tag) may still count as alive for a moment: wait for the listed pids, with the
+        // same deadline, before calling them survivors.
+        let mut survivors: Vec<&ListEntry> = listed.iter().filter(|e| e.alive()).collect();
+        while !survivors.is_empty() && Instant::now() < deadline {
+            std::thread::sleep(POLL);
+            survivors.retain(|e| e.alive());
+        }
         assert!(
             survivors.is_empty(),
             "listed processes survived the SIGKILL of the computation: {survivors:?}\n{}",

@@ -61,7 +61,9 @@ fn check(prog: Prog, min: Duration, max: Duration) {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-const MIN: Duration = Duration::from_secs(2);
+// Loose: CPU-paced programs run faster on an idle machine; 1 s still leaves room to
+// checkpoint mid-run.
+const MIN: Duration = Duration::from_secs(1);
 const MAX: Duration = Duration::from_secs(20);
 
 #[test]

@@ -235,28 +235,24 @@ fn proc_churn_prog(rounds: usize) -> (Prog, TreeSpec) {
 // ---- the tests ----------------------------------------------------------------------
 
 #[test]
-#[ignore = "issue 4 open: flaky in CI: a --list entry of a killed process outlives the kill check (see the closing note)"]
 fn tree_pipeline() {
     let (p, spec) = tree_pipeline_prog();
     tree_scenario(p, spec);
 }
 
 #[test]
-#[ignore = "issue 4 open: the computation finishes early after the first restart (see the closing note)"]
 fn bash_pipeline() {
     let (p, spec) = bash_pipeline_prog();
     tree_scenario(p, spec);
 }
 
 #[test]
-#[ignore = "issue 4 open: fails after restart (see the closing note)"]
 fn make_j2() {
     let (p, spec) = make_j2_prog();
     tree_scenario(p, spec);
 }
 
 #[test]
-#[ignore = "issue 4 open: passes alone, sometimes hangs after restart (see the closing note)"]
 fn mp_pool() {
     let (p, spec) = mp_pool_prog();
     tree_scenario(p, spec);
@@ -279,7 +275,6 @@ fn shm_counter() {
 /// its sleeps: each checkpoint costs it only the gap between two checkpoints);
 /// each must succeed within 10 s; then kill, restart from the last images, compare.
 #[test]
-#[ignore = "issue 4 open: flaky in CI: restart sometimes misses one image of the generation (see the closing note)"]
 fn proc_churn() {
     let (p, spec) = proc_churn_prog(1000);
     checkpoint_loop_scenario(p, spec, 100, Duration::from_secs(10));

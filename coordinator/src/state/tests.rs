@@ -469,7 +469,7 @@ fn death_after_suspended_aborts_the_checkpoint() {
 }
 
 #[test]
-fn disconnect_after_the_decision_is_a_warning() {
+fn exit_after_the_commit_keeps_the_image() {
     let mut t = T::new();
     t.worker(1);
     t.worker(2);
@@ -481,12 +481,14 @@ fn disconnect_after_the_decision_is_a_warning() {
     }
     t.image(1, 1, None);
     t.image(2, 1, None);
+    // Worker 2 resumes and exits at once (a `sleep` whose time ran out while frozen): its
+    // committed image stays in the generation, with its warnings.
     t.gone(2);
     let job = script_job(&t.msg(1, Msg::Resumed { generation: 1 })).expect("commit");
-    assert!(
-        job.warnings[0]
-            .starts_with("vpid 2 (pid 2, prog2) disconnected during checkpoint 1; it has no image")
-    );
+    assert_eq!(job.images, vec!["/ckpt/img_1", "/ckpt/img_2"]);
+    let mut w = job.warnings.clone();
+    w.sort();
+    assert_eq!(w, vec!["vpid 1: warn1", "vpid 2: warn2"]);
 }
 
 #[test]
@@ -1102,6 +1104,40 @@ fn an_exec_ghost_reserves_its_vpid() {
         t.join(3, join_hello(71, JoinKind::Forked, Some(71), Some(70))),
         VPID_HIGH
     );
+}
+
+#[test]
+fn a_restart_drops_the_ghosts_of_the_dead_run() {
+    for by_command in [true, false] {
+        let mut t = T::new();
+        t.join(1, join_hello(70, JoinKind::Fresh, Some(70), None));
+        t.join(2, join_hello(71, JoinKind::Forked, Some(71), Some(70)));
+        t.msg(2, Msg::Exec);
+        t.gone(2);
+        // The run is SIGKILLed while 71 is exec'ing: its ghost outlives it.
+        t.gone(1);
+        let comp = t.s.comp_id().unwrap();
+        if by_command {
+            t.command(9);
+            let a = t.msg(
+                9,
+                Msg::CmdRestart {
+                    comp_id: comp,
+                    num_peers: 2,
+                    generation: 4,
+                },
+            );
+            assert_eq!(to(&a, 9), vec![Msg::Ok]);
+            assert!(
+                logs(&a).iter().any(|l| l.contains("place is dropped")),
+                "{a:?}"
+            );
+        }
+        // The restarted 71 takes its vpid back, and no checkpoint waits for the ghost.
+        t.join(3, tree_restart_hello(comp, 70, 2, None));
+        t.join(4, tree_restart_hello(comp, 71, 2, Some(70)));
+        assert_eq!(vpids(&t), vec![70, 71], "by_command {by_command}");
+    }
 }
 
 #[test]
