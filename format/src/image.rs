@@ -121,6 +121,46 @@ pub enum ObjKind {
         size: u64,
         mode: u32,
     },
+    /// A socket (one open description); `data` holds the bytes in its receive queue (for
+    /// datagram and seqpacket sockets: each message as a little-endian u32 length and the
+    /// bytes), peeked, not consumed.
+    Socket(SocketObj),
+}
+
+/// Where a socket stands (what `ckpt-restart` must rebuild).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub enum SockState {
+    /// Created, maybe bound, neither listening nor connected.
+    Unconnected,
+    /// Listening, with its backlog.
+    Listening { backlog: i32 },
+    /// Connected to a peer (stream, seqpacket; or a datagram socket with a default peer).
+    Connected,
+}
+
+/// A saved socket. Addresses are raw `sockaddr` bytes as `getsockname`/`getpeername` gave them
+/// (empty: none).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SocketObj {
+    pub family: i32,
+    /// `SOCK_STREAM`, `SOCK_DGRAM`, `SOCK_SEQPACKET` (without the creation flags).
+    pub stype: i32,
+    pub protocol: i32,
+    pub state: SockState,
+    #[serde(with = "crate::wire::bytes")]
+    pub local: Vec<u8>,
+    #[serde(with = "crate::wire::bytes")]
+    pub peer: Vec<u8>,
+    /// Socket inode (unique on the host while the socket lives).
+    pub ino: u64,
+    /// AF_UNIX: inode of the peer socket (0: none or unknown).
+    pub peer_ino: u64,
+    /// Options to set again: (level, name, value bytes), in order (`IPV6_V6ONLY` before bind).
+    pub options: Vec<(i32, i32, Vec<u8>)>,
+    /// AF_UNIX with a relative path: the directory it is relative to (the working directory
+    /// at checkpoint time).
+    #[serde(default)]
+    pub cwd: String,
 }
 
 /// A kernel object that `ckpt-restart` recreates once and hands to every fd of every process

@@ -15,6 +15,7 @@
 
 pub mod objects;
 pub mod pidns;
+pub mod sockets;
 pub mod tree;
 
 use std::ffi::{OsStr, OsString};

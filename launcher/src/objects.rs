@@ -192,6 +192,19 @@ impl Made {
                     };
                     self.objects.insert((o.key, 0), fd);
                 }
+                ObjKind::Socket(_) => {}
+            }
+        }
+        let sockets: Vec<&SharedObject> = plan
+            .objects
+            .iter()
+            .filter(|o| matches!(o.kind, ObjKind::Socket(_)))
+            .collect();
+        if !sockets.is_empty() {
+            for (key, fd) in
+                crate::sockets::rebuild(&sockets, self.high, owner, &mut self.warnings)?
+            {
+                self.objects.insert((key, 0), fd);
             }
         }
         Ok(())

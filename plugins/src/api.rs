@@ -131,6 +131,10 @@ pub trait Plugin: Send {
     fn name(&self) -> &'static str;
     /// In the process, at startup (constructor), before `main`.
     fn init(&mut self) {}
+    /// This process's user threads are frozen, other processes' maybe not yet: push out what
+    /// the kernel still holds for them on the way to another process (e.g. TCP send queues).
+    /// Every process has drained when [`Plugin::checkpoint`] runs.
+    fn drain(&mut self, _warnings: &mut Vec<String>) {}
     /// User threads are frozen; record what the image needs.
     fn checkpoint(&mut self, ctx: &mut CkptContext) -> Result<(), String>;
     /// Image written (committed or not); user threads are about to run again.

@@ -368,8 +368,8 @@ impl Plugin for Files {
             match info.kind {
                 FdKind::Regular | FdKind::Directory | FdKind::CharDevice => {}
                 _ if reinherited(&info) => {}
-                // The pipes and timerfd plugins save and recreate these.
-                FdKind::Pipe => {}
+                // The pipes, sockets and timerfd plugins save and recreate these.
+                FdKind::Pipe | FdKind::Socket => {}
                 _ if crate::timerfd::is_timerfd(&info) => {}
                 _ => ctx.warnings.push(format!(
                     "fd {fd} ({}) is not checkpointed yet: it will be /dev/null after restart",

@@ -5,6 +5,7 @@
 //! - [`files`]: regular files, directories, devices, and fds inherited from outside.
 //! - [`pids`]: virtual pids (translation after a restart without pid namespaces).
 //! - [`pipes`]: pipes the program made, with their buffered bytes.
+//! - [`sockets`]: sockets with the bytes in their receive queues (rebuilt by ckpt-restart).
 //! - [`shm`]: shared memory mappings shared again between processes after restart.
 //! - [`timerfd`]: timer fds with their clock, interval and remaining time.
 //! - [`timers`]: sleeps made invisible to checkpoints (EINTR retry with remaining time).
@@ -22,6 +23,7 @@ pub mod posix_timers;
 pub mod rawdir;
 pub mod shm;
 pub mod signals;
+pub mod sockets;
 pub mod timerfd;
 pub mod timers;
 
@@ -30,6 +32,7 @@ pub fn all() -> Vec<Box<dyn api::Plugin>> {
     vec![
         Box::new(files::Files::default()),
         Box::new(pipes::Pipes),
+        Box::new(sockets::Sockets::default()),
         Box::new(shm::Shm::default()),
         Box::new(timerfd::TimerFds::default()),
         Box::new(timers::Timers),

@@ -389,8 +389,17 @@ impl Worker {
         let suspended = drained
             .and_then(|()| threads::suspend_all(self.suspend_timeout_ms, &crate::compress::tids()));
         let suspend_us = (sys::monotonic_ns() - t0) / 1000;
+        let mut warnings_early = Vec::new();
         // suspend_all has already released the threads if it failed.
         let threads_held = suspended.is_ok();
+        if threads_held {
+            // Our threads are frozen: push out what they sent but the kernel still holds
+            // (TCP send queues), so that once every process passed 'suspended' every byte in
+            // flight sits in a receive queue, where the checkpoint hooks find it.
+            for p in self.plugins.iter_mut() {
+                p.drain(&mut warnings_early);
+            }
+        }
         // Everybody is frozen once this releases; each arrival says who it is, so every image
         // records the same list of processes.
         let me = PeerInfo {
@@ -418,7 +427,7 @@ impl Worker {
                 return;
             }
         }
-        let mut warnings = Vec::new();
+        let mut warnings = warnings_early;
         let result = suspended.and_then(|()| self.write_image(generation, &tmp, &mut warnings));
         let (restarted, result) = match result {
             Ok(None) => (true, Ok(0)),
