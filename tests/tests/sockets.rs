@@ -91,3 +91,59 @@ fn taken_port_is_named_and_the_images_stay_good() {
     );
     assert!(text.ends_with("child exit 7\ndone\n"), "output:\n{text}");
 }
+
+/// A connection to a server outside the computation comes back closed: the lines the program
+/// had not read yet at checkpoint time, then end of file; a send fails with EPIPE. Its own
+/// listener serves a new outside client after the restart.
+#[test]
+fn outside_peer_comes_back_closed_and_the_listener_serves() {
+    use std::io::{BufRead, BufReader, Write};
+    let server = std::net::TcpListener::bind("127.0.0.1:0").expect("test server");
+    let port = server.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        // One connection: four lines at once, then held open (the test process ends it).
+        if let Ok((mut c, _)) = server.accept() {
+            let _ = c.write_all(b"hello 0\nhello 1\nhello 2\nhello 3\n");
+            std::thread::sleep(Duration::from_secs(120));
+        }
+    });
+    let prog = Prog {
+        name: "outside_peer".into(),
+        program: PathBuf::from(env!("CKPT_PROG_OUTSIDE_PEER")),
+        args: vec![port.to_string()],
+        lines: 8,
+    };
+    let s = Session::new("outside_peer");
+    let out = s.path("ckpt.out");
+    let mut app = s.launch(&prog, &out);
+    // "connected" and the first line read: three lines still wait in the socket.
+    s.wait_lines(&out, 2, Duration::from_secs(30), &mut app);
+    let imgs = s.checkpoint();
+    s.kill_computation(&mut app);
+    let mut r = s.restart(&imgs, &s.path("restart.stdout"));
+    s.wait_lines(&out, 7, Duration::from_secs(30), &mut r);
+    let lport: u16 = std::fs::read_to_string(s.dir().join("listen.port"))
+        .expect("listen.port")
+        .trim()
+        .parse()
+        .expect("port number");
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", lport))
+        .unwrap_or_else(|e| panic!("the restarted program's listener 127.0.0.1:{lport}: {e}"));
+    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    c.write_all(b"ping\n").unwrap();
+    let mut answer = String::new();
+    BufReader::new(&c).read_line(&mut answer).unwrap();
+    assert_eq!(answer, "echo ping\n");
+    let st = r.wait_exit(Duration::from_secs(30));
+    let err = r.stderr_tail();
+    assert!(st.success(), "{}\n{err}", describe_status(&st));
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(
+        text,
+        "connected\ngot hello 0\ngot hello 1\ngot hello 2\ngot hello 3\neof\nsend: Broken pipe\nserved ping\n"
+    );
+    assert!(
+        err.contains(&format!("127.0.0.1:{port}")) && err.contains("outside the computation"),
+        "ckpt-restart did not say which connection came back closed:\n{err}"
+    );
+}
