@@ -3,8 +3,8 @@
 //!
 //! At checkpoint the counter is read from `/proc/self/fdinfo/N` (`eventfd-count:`), never with
 //! `read(2)`, which would consume it (and wake or starve a writer of the running program).
-//! Semaphore mode comes from `eventfd-semaphore:` (Linux 6.6 and later); an older kernel does
-//! not show it, and the fd is then restored as a plain eventfd (documented in
+//! Semaphore mode comes from `eventfd-semaphore:` (recent kernels; it is not in `F_GETFL`); a
+//! kernel that does not show it gets the fd back as a plain eventfd (documented in
 //! docs/event-fds.md). At restart: `eventfd2(0, flags)`, then one `write(2)` of the saved
 //! counter, then the fd is moved to its number. Waiters blocked in `read` at checkpoint time
 //! are user threads; they retry after restart like any interrupted read.
@@ -48,15 +48,16 @@ impl Plugin for EventFds {
         self.saved.clear();
         for f in ctx.header.fds.iter().filter(|f| is_eventfd(f)) {
             let text = fdinfo::read(f.fd);
-            let Some(count) = fdinfo::field(&text, "eventfd-count:") else {
-                return Err(format!(
-                    "fd {}: no eventfd-count in /proc/self/fdinfo/{}",
-                    f.fd, f.fd
-                ));
-            };
             // The kernel prints the count in hexadecimal ("%16llx").
-            let count = fdinfo::hex(count)
-                .ok_or_else(|| format!("fd {}: bad eventfd-count {count:?}", f.fd))?;
+            let count = fdinfo::field(&text, "eventfd-count:").and_then(fdinfo::hex);
+            if count.is_none() {
+                ctx.warnings.push(format!(
+                    "eventfd fd {}: no eventfd-count in /proc/self/fdinfo; it comes back with \
+                     a counter of 0",
+                    f.fd
+                ));
+            }
+            let count = count.unwrap_or(0);
             let semaphore = fdinfo::field(&text, "eventfd-semaphore:").is_some_and(|v| v == "1");
             self.saved.push(Saved {
                 fd: f.fd,

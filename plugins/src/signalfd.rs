@@ -24,8 +24,8 @@ pub fn is_signalfd(f: &FdInfo) -> bool {
 
 struct Saved {
     fd: i32,
-    /// Bit `n - 1` for signal `n`, as the kernel prints it.
-    mask: u64,
+    /// Bit `n - 1` for signal `n`, as the kernel prints it (`None`: unknown).
+    mask: Option<u64>,
     nonblock: bool,
     cloexec: bool,
 }
@@ -44,9 +44,14 @@ impl Plugin for SignalFds {
         self.saved.clear();
         for f in ctx.header.fds.iter().filter(|f| is_signalfd(f)) {
             let text = fdinfo::read(f.fd);
-            let mask = fdinfo::field(&text, "sigmask:")
-                .and_then(fdinfo::hex)
-                .ok_or_else(|| format!("fd {}: no sigmask in /proc/self/fdinfo/{}", f.fd, f.fd))?;
+            let mask = fdinfo::field(&text, "sigmask:").and_then(fdinfo::hex);
+            if mask.is_none() {
+                ctx.warnings.push(format!(
+                    "signalfd fd {}: no sigmask in /proc/self/fdinfo; it will be /dev/null \
+                     after restart",
+                    f.fd
+                ));
+            }
             self.saved.push(Saved {
                 fd: f.fd,
                 mask,
@@ -74,9 +79,11 @@ fn restore(s: &Saved) -> Result<(), String> {
     if s.nonblock {
         flags |= libc::SFD_NONBLOCK;
     }
+    let Some(mask) = s.mask else {
+        return Err(format!("fd {}: its signal mask was not saved", s.fd));
+    };
     // The raw syscall takes the kernel's 8-byte sigset (glibc's sigset_t is 128 bytes, and
     // building one with sigaddset would refuse glibc's reserved signal numbers).
-    let mask = s.mask;
     // SAFETY: signalfd4(-1, &mask, sizeof mask, flags) creates a new signalfd from a
     // kernel-sized sigset that lives on our stack for the duration of the call.
     let nfd = unsafe {
