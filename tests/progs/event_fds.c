@@ -8,7 +8,8 @@
  * counters, a semaphore eventfd, pending signals, an edge already consumed, a registration
  * whose fd number was closed, a queued inotify event), waits ~5 s printing "wait" lines, then
  * reads it all back. `event_fds ... raw` adds the second inotify watch with the raw syscall
- * (no wrapper sees it: the path must come from the file handle). */
+ * (no wrapper sees it: the path must come from the file handle). `event_fds nested` nests an
+ * epoll set in another, with a socket (not restored yet) among the targets. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -22,6 +23,7 @@
 #include <sys/eventfd.h>
 #include <sys/inotify.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/timerfd.h>
@@ -301,11 +303,43 @@ static int pending(void) {
     return 0;
 }
 
+/* An epoll set holding another epoll set (which holds an eventfd and a socket, a kind not
+ * restored yet): the restart must go on without the socket's registration. */
+static int nested(void) {
+    int sv[2];
+    socketpair(AF_UNIX, SOCK_STREAM, 0, sv);
+    int e = eventfd(0, EFD_NONBLOCK);
+    int inner = epoll_create1(0), outer = epoll_create1(EPOLL_CLOEXEC);
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = 1};
+    epoll_ctl(inner, EPOLL_CTL_ADD, e, &ev);
+    ev.data.u64 = 2;
+    epoll_ctl(inner, EPOLL_CTL_ADD, sv[0], &ev);
+    ev.data.u64 = 9;
+    epoll_ctl(outer, EPOLL_CTL_ADD, inner, &ev);
+    for (int i = 0; i < 100; i++) {
+        struct timespec t = {0, 50000000};
+        nanosleep(&t, 0);
+        struct epoll_event o[4];
+        printf("wait %d ready %d\n", i, epoll_wait(outer, o, 4, 0));
+        fflush(stdout);
+    }
+    uint64_t one = 1;
+    write(e, &one, sizeof one);
+    struct epoll_event o[4];
+    int n = epoll_wait(outer, o, 4, 1000);
+    printf("outer %d data %llu\n", n, n > 0 ? (unsigned long long)o[0].data.u64 : 0ULL);
+    n = epoll_wait(inner, o, 4, 1000);
+    printf("inner %d data %llu\n", n, n > 0 ? (unsigned long long)o[0].data.u64 : 0ULL);
+    printf("end\n");
+    return 0;
+}
+
 int main(int argc, char **argv) {
-    int pend = 0;
+    int pend = 0, nest = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "pending")) pend = 1;
+        if (!strcmp(argv[i], "nested")) nest = 1;
         if (!strcmp(argv[i], "raw")) use_raw = 1;
     }
-    return pend ? pending() : loop();
+    return nest ? nested() : pend ? pending() : loop();
 }
