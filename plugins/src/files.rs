@@ -17,9 +17,10 @@
 //!   the description and `ckpt-restart` opens it once and installs it on every sharer, so the
 //!   offset and `O_APPEND` stay shared. Deleted-but-open files are saved with their contents
 //!   (up to 64 MiB) and recreated the same way (then unlinked again).
-//! - Pipes created by the program belong to the pipes plugin. Other objects (sockets, event fds)
-//!   belong to plugins that do not exist yet: the checkpoint warns and they become `/dev/null`
-//!   after restart.
+//! - Pipes created by the program belong to the pipes plugin; timerfd, eventfd, signalfd,
+//!   inotify and epoll fds to the event-fd plugins ([`crate::is_event_fd`]). Other objects
+//!   (sockets, ...) belong to plugins that do not exist yet: the checkpoint warns and they
+//!   become `/dev/null` after restart.
 //!
 //! Runs on the checkpoint thread with user threads frozen: raw /proc reads, no glibc malloc.
 
@@ -368,9 +369,9 @@ impl Plugin for Files {
             match info.kind {
                 FdKind::Regular | FdKind::Directory | FdKind::CharDevice => {}
                 _ if reinherited(&info) => {}
-                // The pipes, sockets and timerfd plugins save and recreate these.
+                // The pipes, sockets and event-fd plugins save and recreate these.
                 FdKind::Pipe | FdKind::Socket => {}
-                _ if crate::timerfd::is_timerfd(&info) => {}
+                _ if crate::is_event_fd(&info) => {}
                 _ => ctx.warnings.push(format!(
                     "fd {fd} ({}) is not checkpointed yet: it will be /dev/null after restart",
                     info.path
@@ -412,8 +413,8 @@ impl Plugin for Files {
                 };
                 continue;
             }
-            if (f.kind == FdKind::Pipe && !reinherited(f)) || crate::timerfd::is_timerfd(f) {
-                continue; // recreated by the pipes and timerfd plugins, which run next
+            if (f.kind == FdKind::Pipe && !reinherited(f)) || crate::is_event_fd(f) {
+                continue; // recreated by the pipes and event-fd plugins, which run next
             }
             if f.deleted {
                 install(open_dev_null(f.flags), f)?;

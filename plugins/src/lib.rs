@@ -8,6 +8,8 @@
 //! - [`sockets`]: sockets with the bytes in their receive queues (rebuilt by ckpt-restart).
 //! - [`shm`]: shared memory mappings shared again between processes after restart.
 //! - [`timerfd`]: timer fds with their clock, interval and remaining time.
+//! - [`eventfd`], [`signalfd`], [`inotify`], [`epoll`]: the other event fds (docs/event-fds.md);
+//!   [`fdinfo`] holds their shared helpers.
 //! - [`timers`]: sleeps made invisible to checkpoints (EINTR retry with remaining time).
 //! - [`eintr`]: poll/select/epoll/semaphore/socket waits retried after a checkpoint.
 //! - [`signals`]: the checkpoint signal kept out of the program's hands; itimers; pending
@@ -16,12 +18,17 @@
 
 pub mod api;
 pub mod eintr;
+pub mod epoll;
+pub mod eventfd;
+pub mod fdinfo;
 pub mod files;
+pub mod inotify;
 pub mod pids;
 pub mod pipes;
 pub mod posix_timers;
 pub mod rawdir;
 pub mod shm;
+pub mod signalfd;
 pub mod signals;
 pub mod sockets;
 pub mod timerfd;
@@ -35,9 +42,24 @@ pub fn all() -> Vec<Box<dyn api::Plugin>> {
         Box::new(sockets::Sockets::default()),
         Box::new(shm::Shm::default()),
         Box::new(timerfd::TimerFds::default()),
+        Box::new(eventfd::EventFds::default()),
+        Box::new(signalfd::SignalFds::default()),
+        Box::new(inotify::InotifyFds::default()),
         Box::new(timers::Timers),
         Box::new(signals::P::default()),
         Box::new(posix_timers::P::default()),
         Box::new(eintr::P),
+        // Last: it registers target fds that every plugin above has put back.
+        Box::new(epoll::EpollFds::default()),
     ]
+}
+
+/// Whether an fd belongs to one of the event-fd plugins (timerfd, eventfd, signalfd, inotify,
+/// epoll), which save and recreate it: the files plugin leaves it alone.
+pub fn is_event_fd(f: &ckpt_format::image::FdInfo) -> bool {
+    timerfd::is_timerfd(f)
+        || eventfd::is_eventfd(f)
+        || signalfd::is_signalfd(f)
+        || inotify::is_inotify(f)
+        || epoll::is_epoll(f)
 }
