@@ -330,6 +330,16 @@ fn dead_socket(s: &SocketObj, data: &[u8]) -> Result<OwnedFd> {
     Ok(mine)
 }
 
+/// Whether `CKPT_RECONNECT` (comma-separated `HOST:PORT` as [`show`] prints them, or `*`)
+/// names this outside peer: its connection is made anew instead of coming back closed.
+fn reconnect_wanted(peer: &[u8]) -> bool {
+    let Ok(list) = std::env::var("CKPT_RECONNECT") else {
+        return false;
+    };
+    let me = show(peer);
+    list.split(',').map(str::trim).any(|x| x == "*" || x == me)
+}
+
 /// Rebuilds every socket object; returns (key, fd) for each, the fds close-on-exec and at or
 /// above `high`. `owner(key)` names the image that lists it, for messages.
 pub fn rebuild(
@@ -569,6 +579,32 @@ pub fn rebuild(
             }
             in_dir(&s.cwd, &s.peer, || connect_to(c.as_raw_fd(), &s.peer))
                 .map_err(|e| anyhow!("{}: connect to {}: {e}", owner(o.key), show(&s.peer)))?;
+            made[a] = Some(c);
+            continue;
+        }
+        if s.stype == libc::SOCK_STREAM && reconnect_wanted(&s.peer) {
+            // The user asked for a new connection to this outside peer (CKPT_RECONNECT).
+            let c = new_socket(s)?;
+            connect_to(c.as_raw_fd(), &s.peer).map_err(|e| {
+                anyhow!(
+                    "{}: reconnecting to {} (CKPT_RECONNECT): {e}",
+                    owner(o.key),
+                    show(&s.peer)
+                )
+            })?;
+            warnings.push(format!(
+                "{}: reconnected to {} (CKPT_RECONNECT){}",
+                owner(o.key),
+                show(&s.peer),
+                if o.data.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; the {} bytes it had received and not read are dropped",
+                        o.data.len()
+                    )
+                }
+            ));
             made[a] = Some(c);
             continue;
         }

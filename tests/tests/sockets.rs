@@ -147,3 +147,58 @@ fn outside_peer_comes_back_closed_and_the_listener_serves() {
         "ckpt-restart did not say which connection came back closed:\n{err}"
     );
 }
+
+/// `CKPT_RECONNECT=HOST:PORT`: the connection to that outside peer is made anew at restart
+/// (the unread bytes of the old one are dropped, with a warning): the program reads what the
+/// server sends on the new connection.
+#[test]
+fn reconnect_hook_makes_a_new_connection() {
+    use std::io::{BufRead, BufReader, Write};
+    let server = std::net::TcpListener::bind("127.0.0.1:0").expect("test server");
+    let port = server.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        // First connection: two lines, held open. Second (after the restart): one line, close.
+        if let Ok((mut c, _)) = server.accept() {
+            let _ = c.write_all(b"hello 0\nhello 1\n");
+            if let Ok((mut d, _)) = server.accept() {
+                let _ = d.write_all(b"again\n");
+            }
+            drop(c);
+        }
+    });
+    let prog = Prog {
+        name: "outside_peer".into(),
+        program: PathBuf::from(env!("CKPT_PROG_OUTSIDE_PEER")),
+        args: vec![port.to_string()],
+        lines: 5,
+    };
+    let s = Session::new("reconnect");
+    let out = s.path("ckpt.out");
+    let mut app = s.launch(&prog, &out);
+    s.wait_lines(&out, 2, Duration::from_secs(30), &mut app);
+    let imgs = s.checkpoint();
+    s.kill_computation(&mut app);
+    let mut cmd = s.restart_command(&imgs);
+    cmd.env("CKPT_RECONNECT", format!("127.0.0.1:{port}"));
+    let mut r = s.spawn_to(cmd, "restart", &s.path("restart.stdout"));
+    s.wait_lines(&out, 5, Duration::from_secs(30), &mut r);
+    let lport: u16 = std::fs::read_to_string(s.dir().join("listen.port"))
+        .expect("listen.port")
+        .trim()
+        .parse()
+        .expect("port number");
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", lport)).expect("listener");
+    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    c.write_all(b"pong\n").unwrap();
+    let mut answer = String::new();
+    BufReader::new(&c).read_line(&mut answer).unwrap();
+    let st = r.wait_exit(Duration::from_secs(30));
+    let err = r.stderr_tail();
+    assert!(st.success(), "{}\n{err}", describe_status(&st));
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(
+        text, "connected\ngot hello 0\ngot again\neof\nsend: ok\nserved pong\n",
+        "stderr:\n{err}"
+    );
+    assert!(err.contains("reconnected to 127.0.0.1"), "{err}");
+}
