@@ -11,7 +11,7 @@
 
 use crate::tree::{Plan, Source};
 use anyhow::{Result, anyhow, bail};
-use ckpt_format::image::{ObjKind, SharedObject, reopen_flags};
+use ckpt_format::image::{ObjKind, SharedObject, SysvSeg, reopen_flags};
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -201,6 +201,11 @@ impl Made {
     /// again (its contents are replaced by the pages the processes copy in at restart).
     pub fn create_shm(&mut self, plan: &Plan) -> Result<()> {
         for o in &plan.shm {
+            if let Some(seg) = &o.sysv {
+                let fd = self.make_sysv(seg)?;
+                self.objects.insert((o.key, crate::tree::SHM_END), fd);
+                continue;
+            }
             let fd = match &o.path {
                 Some(p) => {
                     let c = cpath(p)?;
@@ -225,6 +230,19 @@ impl Made {
             self.objects.insert((o.key, crate::tree::SHM_END), fd);
         }
         Ok(())
+    }
+
+    /// A SysV segment for `seg` (see [`sysv_segment`]), handed over as a memfd holding its id
+    /// (an `i32`, native byte order): SysV segments have no fd of their own.
+    fn make_sysv(&mut self, seg: &SysvSeg) -> Result<OwnedFd> {
+        let (id, warning) = sysv_segment(seg)?;
+        self.warnings.extend(warning);
+        // SAFETY: memfd_create with a NUL-terminated name.
+        let fd = unsafe { libc::memfd_create(c"ckpt-sysv-id".as_ptr(), libc::MFD_CLOEXEC) };
+        let fd = own_above(fd, self.high).map_err(|e| anyhow!("SysV segment {id}: {e}"))?;
+        write_all(fd.as_raw_fd(), &id.to_ne_bytes())
+            .map_err(|e| anyhow!("SysV segment {id}: {e}"))?;
+        Ok(fd)
     }
 
     fn make_pipe(&mut self, o: &SharedObject, size: i32, who: &str) -> Result<()> {
@@ -430,6 +448,79 @@ impl Made {
         unsafe { libc::unlink(cname.as_ptr()) };
         result.map_err(|e| anyhow!("{who}: deleted file {path}: {e:#}"))
     }
+}
+
+/// `shm_perm.mode` bit of a segment marked destroyed (`IPC_RMID` while attached).
+const SHM_DEST: u32 = 0o1000;
+
+/// `shmctl(id, IPC_STAT)`, or None if `id` names no segment we may read.
+pub fn shm_stat(id: i32) -> Option<libc::shmid_ds> {
+    // SAFETY: an all-zero shmid_ds is valid; IPC_STAT fills it.
+    unsafe {
+        let mut ds: libc::shmid_ds = std::mem::zeroed();
+        (libc::shmctl(id, libc::IPC_STAT, &mut ds) == 0).then_some(ds)
+    }
+}
+
+/// The segment the restored processes attach for `seg`, and a warning for the user:
+/// 1. the segment of the checkpointed run itself when it is still there, unattached and
+///    unchanged (same id, key, size, `shm_ctime`, owner): SysV segments outlive the processes
+///    that were killed, so a restart in the same IPC namespace reuses it (no segment leaks per
+///    restart cycle, and the id does not even change);
+/// 2. for a key other than `IPC_PRIVATE` (and not marked destroyed): a new segment with that
+///    key, or the existing one of that key when nobody has it attached (and it is big
+///    enough);
+/// 3. else a new `IPC_PRIVATE` segment (a taken key is reported).
+///
+/// The contents do not matter here: every restored process copies its saved pages in.
+pub fn sysv_segment(seg: &SysvSeg) -> Result<(i32, Option<String>)> {
+    // SAFETY: geteuid has no failure mode.
+    let euid = unsafe { libc::geteuid() };
+    if !seg.removed
+        && let Some(ds) = shm_stat(seg.real_id)
+        && ds.shm_perm.__key == seg.key
+        && ds.shm_segsz as u64 == seg.segsz
+        && ds.shm_ctime == seg.ctime
+        && ds.shm_nattch == 0
+        && ds.shm_perm.uid == euid
+        && u32::from(ds.shm_perm.mode) & SHM_DEST == 0
+    {
+        return Ok((seg.real_id, None));
+    }
+    let mode = (seg.mode & 0o777) as i32;
+    let size = seg.segsz as usize;
+    let mut warning = None;
+    if seg.key != libc::IPC_PRIVATE && !seg.removed {
+        // SAFETY: shmget has no pointer arguments.
+        let id = unsafe { libc::shmget(seg.key, size, libc::IPC_CREAT | libc::IPC_EXCL | mode) };
+        if id >= 0 {
+            return Ok((id, None));
+        }
+        // SAFETY: as above; size 0 finds the existing segment of any size.
+        let id = unsafe { libc::shmget(seg.key, 0, 0) };
+        match (id >= 0).then(|| shm_stat(id)).flatten() {
+            Some(ds) if ds.shm_nattch == 0 && ds.shm_segsz >= size => return Ok((id, None)),
+            _ => {
+                warning = Some(format!(
+                    "SysV shared memory key {:#x} is taken by a segment in use: the restored \
+                     processes share a new IPC_PRIVATE segment instead (shmget of the key \
+                     finds the other one)",
+                    seg.key
+                ))
+            }
+        }
+    }
+    // SAFETY: shmget has no pointer arguments.
+    let id = unsafe { libc::shmget(libc::IPC_PRIVATE, size, libc::IPC_CREAT | mode) };
+    if id < 0 {
+        bail!(
+            "SysV shared memory segment {} ({} bytes): shmget: {}",
+            seg.shmid,
+            seg.segsz,
+            last_err()
+        );
+    }
+    Ok((id, warning))
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //! - [`pids`]: virtual pids (translation after a restart without pid namespaces).
 //! - [`pipes`]: pipes the program made, with their buffered bytes.
 //! - [`shm`]: shared memory mappings shared again between processes after restart.
+//! - [`sysv_ids`]: SysV shared memory ids kept valid across restarts (wrappers).
 //! - [`timerfd`]: timer fds with their clock, interval and remaining time.
 //! - [`timers`]: sleeps made invisible to checkpoints (EINTR retry with remaining time).
 //! - [`eintr`]: poll/select/epoll/semaphore/socket waits retried after a checkpoint.
@@ -22,6 +23,7 @@ pub mod posix_timers;
 pub mod rawdir;
 pub mod shm;
 pub mod signals;
+pub mod sysv_ids;
 pub mod timerfd;
 pub mod timers;
 
