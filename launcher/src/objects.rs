@@ -6,8 +6,12 @@
 //! fd is re-inherited from (or `/dev/null` when it has none on that number); creating every
 //! shared object once — pipes (size, bytes in flight, status flags), FIFOs (made if missing,
 //! filled through a keeper), files (reopened at their offset) and deleted files (recreated with
-//! their contents in the same directory, reopened, unlinked again). The tree processes inherit
-//! all of them through fork; `ckpt-restart` closes its copies once the first helper exists.
+//! their contents in the same directory, reopened, unlinked again), shared memory backings
+//! (memfds, `/dev/shm` files, SysV segments — reused or made, handed over as a memfd holding
+//! the id). The tree processes inherit all of them through fork; `ckpt-restart` closes its
+//! copies once the first helper exists. Must never remove a SysV segment it did not make,
+//! nor reuse one (whose contents the restored processes overwrite) unless it is unattached
+//! and either provably the checkpointed run's own or the segment of the program's key.
 
 use crate::tree::{Plan, Source};
 use anyhow::{Result, anyhow, bail};
@@ -100,6 +104,16 @@ pub struct Made {
     keepers: Vec<OwnedFd>,
     /// Non-fatal remarks for the user.
     pub warnings: Vec<String>,
+    /// SysV segments made here for segments that were marked destroyed (see
+    /// [`remove_made_sysv`]).
+    pub sysv_removed: Vec<MadeSeg>,
+}
+
+/// A SysV segment `ckpt-restart` made, identified beyond its id (ids get reused).
+#[derive(Debug, Clone, Copy)]
+pub struct MadeSeg {
+    pub id: i32,
+    pub ctime: i64,
 }
 
 impl Made {
@@ -237,6 +251,14 @@ impl Made {
     fn make_sysv(&mut self, seg: &SysvSeg) -> Result<OwnedFd> {
         let (id, warning) = sysv_segment(seg)?;
         self.warnings.extend(warning);
+        if seg.removed
+            && let Some(ds) = shm_stat(id)
+        {
+            self.sysv_removed.push(MadeSeg {
+                id,
+                ctime: ds.shm_ctime,
+            });
+        }
         // SAFETY: memfd_create with a NUL-terminated name.
         let fd = unsafe { libc::memfd_create(c"ckpt-sysv-id".as_ptr(), libc::MFD_CLOEXEC) };
         let fd = own_above(fd, self.high).map_err(|e| anyhow!("SysV segment {id}: {e}"))?;
@@ -462,6 +484,25 @@ pub fn shm_stat(id: i32) -> Option<libc::shmid_ds> {
     }
 }
 
+/// Marks destroyed (`IPC_RMID`) the segments made for segments that were: the restored
+/// processes do it themselves once attached; this is for a restart that failed before they
+/// did (the segment would stay forever). Only a segment that is still the one made here
+/// (same id, creator = this process, same `shm_ctime`) is touched.
+pub fn remove_made_sysv(segs: &[MadeSeg]) {
+    // SAFETY: getpid has no failure mode.
+    let me = unsafe { libc::getpid() };
+    for s in segs {
+        if let Some(ds) = shm_stat(s.id)
+            && ds.shm_cpid == me
+            && ds.shm_ctime == s.ctime
+            && u32::from(ds.shm_perm.mode) & SHM_DEST == 0
+        {
+            // SAFETY: IPC_RMID takes no buffer.
+            unsafe { libc::shmctl(s.id, libc::IPC_RMID, std::ptr::null_mut()) };
+        }
+    }
+}
+
 /// The segment the restored processes attach for `seg`, and a warning for the user:
 /// 1. the segment of the checkpointed run itself when it is still there, unattached and
 ///    unchanged (same id, key, size, `shm_ctime`, owner): SysV segments outlive the processes
@@ -664,6 +705,78 @@ mod tests {
         );
         drop(made);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn seg_of(id: i32, removed: bool) -> SysvSeg {
+        let ds = shm_stat(id).expect("IPC_STAT of our own segment");
+        SysvSeg {
+            shmid: id,
+            real_id: id,
+            key: ds.shm_perm.__key,
+            mode: u32::from(ds.shm_perm.mode) & 0o777,
+            segsz: ds.shm_segsz as u64,
+            ctime: ds.shm_ctime,
+            removed,
+        }
+    }
+
+    fn rmid(id: i32) {
+        // SAFETY: IPC_RMID takes no buffer.
+        unsafe { libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut()) };
+    }
+
+    #[test]
+    fn sysv_segments_are_reused_when_unused_else_made() {
+        // SAFETY: shmget/shmat/shmdt on segments this test creates and removes.
+        unsafe {
+            let old = libc::shmget(libc::IPC_PRIVATE, 5000, libc::IPC_CREAT | 0o600);
+            assert!(old >= 0, "shmget: {}", last_err());
+            let seg = seg_of(old, false);
+            // Still there, unattached, unchanged: the same segment.
+            assert_eq!(sysv_segment(&seg).unwrap(), (old, None));
+            // Attached by someone: a new one of the same size and mode.
+            let p = libc::shmat(old, std::ptr::null(), 0);
+            assert_ne!(p as isize, -1);
+            let (new, w) = sysv_segment(&seg).unwrap();
+            assert!(new != old && w.is_none());
+            let ds = shm_stat(new).unwrap();
+            assert_eq!((ds.shm_segsz, ds.shm_perm.mode & 0o777), (5000, 0o600));
+            rmid(new);
+            libc::shmdt(p);
+            // Marked destroyed at checkpoint: never the old one; ckpt-restart removes what
+            // it made if nobody marked it.
+            let (new, _) = sysv_segment(&seg_of(old, true)).unwrap();
+            assert_ne!(new, old);
+            let made = MadeSeg {
+                id: new,
+                ctime: shm_stat(new).unwrap().shm_ctime,
+            };
+            remove_made_sysv(&[made]);
+            assert!(shm_stat(new).is_none(), "segment {new} was not removed");
+            rmid(old);
+
+            // A key: made with it when free, reused when its segment is unattached.
+            let dir = std::env::temp_dir().join(format!("ckpt-sysv-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let c = CString::new(dir.to_string_lossy().as_bytes()).unwrap();
+            let key = libc::ftok(c.as_ptr(), b'T' as i32);
+            assert_ne!(key, -1);
+            let mut seg = seg_of(libc::shmget(libc::IPC_PRIVATE, 100, 0o600), false);
+            rmid(seg.real_id); // gone: as after a reboot
+            seg.key = key;
+            let (k1, _) = sysv_segment(&seg).unwrap();
+            assert_eq!(shm_stat(k1).unwrap().shm_perm.__key, key);
+            assert_eq!(sysv_segment(&seg).unwrap(), (k1, None));
+            // In use by someone else: IPC_PRIVATE, with a warning.
+            let p = libc::shmat(k1, std::ptr::null(), 0);
+            let (k2, w) = sysv_segment(&seg).unwrap();
+            assert!(k2 != k1 && w.unwrap().contains("is taken"));
+            assert_eq!(shm_stat(k2).unwrap().shm_perm.__key, libc::IPC_PRIVATE);
+            libc::shmdt(p);
+            rmid(k1);
+            rmid(k2);
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
     }
 
     #[test]

@@ -12,7 +12,17 @@
 //! frozen at the same moment, so all copies agree; user threads run only after every process
 //! passed the restart barrier, so nobody sees a half-copied object.
 //!
-//! SysV segments (`/SYSV…`) are not handled yet: they come back private (warning).
+//! SysV segments (`/SYSV<key> (deleted)`, inode = the kernel's shmid) have no fd: the
+//! mapping also records [`SysvSeg`] (`IPC_STAT`: key, mode, size, ctime, marked destroyed)
+//! and the id the program knows (virtual, see [`crate::sysv_ids`]). `ckpt-restart` reuses
+//! the killed run's segment when it is still there unused, else makes one (same key when
+//! possible, else `IPC_PRIVATE`), and installs on `fd_hint` a memfd holding its id. Here each
+//! attach is copied in through a temporary attach of that id, then attached over the
+//! placeholder with `SHM_REMAP` (a real attach: `shmdt` works), marked destroyed again if it
+//! was (Linux still lets the other processes attach it by id), and the (old → new) id pair
+//! goes to the wrappers' table. An attach of which part was unmapped stays private
+//! (warning). Calls go through raw syscalls: `shmat`/`shmctl` of this library are the
+//! translating wrappers.
 //!
 //! Checkpoint and restart hooks run with user threads frozen: raw reads of /proc, no glibc
 //! malloc.
@@ -480,7 +490,12 @@ fn reattach_sysv(
                 )
             };
         }
-        crate::sysv_ids::set(seg.shmid, id);
+        if !crate::sysv_ids::set(seg.shmid, id) {
+            warnings.push(format!(
+                "SysV shared memory id {} is now {id}: too many segments to translate its id",
+                seg.shmid
+            ));
+        }
     }
     Ok(())
 }

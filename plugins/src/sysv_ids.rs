@@ -35,22 +35,25 @@ const SHM_INFO: c_int = 14;
 const SHM_STAT_ANY: c_int = 15;
 
 /// Records that virtual id `v` is now the kernel's `real` (restart, user threads frozen).
-pub fn set(v: i32, real: i32) {
+/// False if the table is full (the id is then not translated).
+pub fn set(v: i32, real: i32) -> bool {
     let n = N.load(Ordering::Acquire);
     let x = ((v as u32 as u64) << 32) | real as u32 as u64;
     for e in &MAP[..n] {
         if (e.load(Ordering::Relaxed) >> 32) as u32 as i32 == v {
             e.store(x, Ordering::Relaxed);
-            return;
+            return true;
         }
     }
     if v == real {
-        return;
+        return true;
     }
-    if n < MAX {
-        MAP[n].store(x, Ordering::Relaxed);
-        N.store(n + 1, Ordering::Release);
+    if n >= MAX {
+        return false;
     }
+    MAP[n].store(x, Ordering::Relaxed);
+    N.store(n + 1, Ordering::Release);
+    true
 }
 
 /// Virtual → real.
