@@ -128,7 +128,7 @@ impl Plugin for Shm {
         let mut out: Vec<ShmMapping> = Vec::new();
         for l in &lines {
             let key = crate::files::obj_key("shm", &[l.dev.0, l.dev.1, l.ino]);
-            let sysv = if l.path.starts_with("/SYSV") {
+            let sysv = if is_sysv(&l.path) {
                 match sysv_seg(l.ino as i32) {
                     Ok(seg) => Some(seg),
                     Err(e) => {
@@ -324,6 +324,13 @@ fn region_prot(addr: u64) -> i32 {
 /// `shm_perm.mode` bit of a segment marked destroyed (`IPC_RMID` while attached).
 const SHM_DEST: u32 = 0o1000;
 
+/// Whether a maps path is a SysV segment's: `/SYSV` + the key as 8 hex digits + ` (deleted)`.
+fn is_sysv(path: &str) -> bool {
+    path.strip_prefix("/SYSV")
+        .and_then(|r| r.strip_suffix(" (deleted)"))
+        .is_some_and(|k| k.len() == 8 && k.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 /// Raw `shmctl(id, IPC_STAT)`: the `shmctl` symbol of this library is the translating wrapper.
 fn shm_stat(id: i32) -> std::io::Result<libc::shmid_ds> {
     // SAFETY: an all-zero shmid_ds is valid; IPC_STAT fills it.
@@ -498,4 +505,26 @@ fn reattach_sysv(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sysv_paths_are_recognized() {
+        assert!(is_sysv("/SYSV00000000 (deleted)"));
+        assert!(is_sysv("/SYSV4b0a1c2f (deleted)"));
+        assert!(!is_sysv("/SYSVnotes.txt (deleted)"));
+        assert!(!is_sysv("/SYSV00000000"));
+        let maps = "7f86c6d17000-7f86c6d19000 rw-s 00000000 00:01 11                         /SYSV4b0a1c2f (deleted)\n\
+                    7f86c6d19000-7f86c6d1a000 rw-p 00000000 00:00 0 \n";
+        let l = parse(maps);
+        assert_eq!(l.len(), 1);
+        assert_eq!(
+            (l[0].start, l[0].end, l[0].ino),
+            (0x7f86c6d17000, 0x7f86c6d19000, 11)
+        );
+        assert!(handles(&l[0].path) && is_sysv(&l[0].path));
+    }
 }
