@@ -309,6 +309,15 @@ fn sysv_counter_prog() -> (Prog, TreeSpec) {
     )
 }
 
+/// sysv_counter, its keyed segment removed after each kill (as by a reboot): the restart
+/// makes it again with its key and a new id, which the program's id must follow.
+fn sysv_counter_gone_prog() -> (Prog, TreeSpec) {
+    let (mut p, mut spec) = sysv_counter_prog();
+    p.name = "sysv_counter_gone".into();
+    spec.after_kill = Some(remove_sysv);
+    (p, spec)
+}
+
 /// A child forked every 10 ms (exit, exec /bin/true, sleep, orphan grandchild).
 fn proc_churn_prog(rounds: usize) -> (Prog, TreeSpec) {
     let r = rounds.to_string();
@@ -367,6 +376,12 @@ fn shm_counter() {
 #[test]
 fn sysv_shm() {
     let (p, spec) = sysv_counter_prog();
+    tree_scenario(p, spec);
+}
+
+#[test]
+fn sysv_shm_segments_gone() {
+    let (p, spec) = sysv_counter_gone_prog();
     tree_scenario(p, spec);
 }
 
