@@ -16,7 +16,8 @@
  * both counters, print the other process's last value and both counters, record its own
  * value, and every 25 turns (still holding the mutex) also: shmctl(IPC_STAT) on both ids
  * (sizes, A marked destroyed, attach counts), shmat(B's id) once more, check that the new
- * view shows B's counter, shmdt it, print one "stat" line. Then advance the turn, unlock,
+ * view shows B's counter, shmdt it, check that shmget(key) gives B's id, print one "stat"
+ * line. Then advance the turn, unlock,
  * sleep 6 ms. At the end the parent reaps the child, prints its status and the final values
  * and B's size from IPC_STAT, removes B (IPC_RMID), detaches both, prints "done".
  * Output: 400 + 16 + 2 lines, identical on every run; ~6.5 s. Exit 0. */
@@ -55,6 +56,7 @@ static void sleep_ms(long ms) {
     }
 }
 
+static key_t key;
 static int ida, idb;
 static struct shared *sh;
 static volatile uint64_t *bcount;        /* B, second page */
@@ -68,10 +70,12 @@ static void stat_line(int t, const char *who) {
     if (v == (void *)-1) die("shmat B again");
     uint64_t seen = *(volatile uint64_t *)(v + 4096);
     if (shmdt(v) != 0) die("shmdt");
-    printf("stat %d %s a-size %zu a-removed %d a-nattch %lu b-size %zu b-nattch %lu view %s\n",
+    int found = shmget(key, 0, 0);
+    printf("stat %d %s a-size %zu a-removed %d a-nattch %lu b-size %zu b-nattch %lu view %s "
+           "lookup %s\n",
            t, who, (size_t)da.shm_segsz, (da.shm_perm.mode & SHM_DEST) ? 1 : 0,
            (unsigned long)da.shm_nattch, (size_t)db.shm_segsz, (unsigned long)db.shm_nattch,
-           seen == *bcount ? "same" : "DIFFERENT");
+           seen == *bcount ? "same" : "DIFFERENT", found == idb ? "same" : "DIFFERENT");
 }
 
 static void run(int me) {
@@ -113,7 +117,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "usage: sysv_counter DIR\n");
         return 2;
     }
-    key_t key = ftok(argv[1], 'K');
+    key = ftok(argv[1], 'K');
     if (key == -1) die("ftok");
 
     ida = shmget(IPC_PRIVATE, 6000, IPC_CREAT | 0600);
