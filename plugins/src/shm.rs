@@ -118,6 +118,9 @@ impl Plugin for Shm {
 
     fn init(&mut self) {
         crate::sysv_ids::init();
+        if let Ok(v) = std::env::var("CKPT_SHMIDS") {
+            crate::sysv_ids::from_env(&v);
+        }
     }
 
     fn checkpoint(&mut self, ctx: &mut CkptContext) -> Result<(), String> {

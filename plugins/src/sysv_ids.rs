@@ -12,7 +12,8 @@
 //! Limits (docs/process-trees.md): only a process that had the segment attached at checkpoint
 //! learns its new id (a process that only holds the number does not); a new segment created
 //! after a restart whose kernel id equals an old virtual id is shadowed by it; `ipcs` and
-//! `/proc/sysvipc/shm` show the real ids; an `exec`ed program starts with an empty table.
+//! `/proc/sysvipc/shm` show the real ids. An `exec`ed program gets the table from its
+//! predecessor (`CKPT_SHMIDS`, written by the exec wrapper, read at plugin init).
 //!
 //! Wrappers run on user threads: no allocation, no locks (a fixed array of atomics in static
 //! memory, inherited across fork and restored with the process's memory). [`set`] runs at
@@ -78,6 +79,30 @@ pub fn r2v(r: i32) -> i32 {
         }
     }
     r
+}
+
+/// The table as `virtual:real,...` for `CKPT_SHMIDS`: an `exec`ed program of the tree keeps
+/// using the ids its predecessor had (passed in argv or the environment, say).
+pub fn to_env() -> String {
+    MAP[..N.load(Ordering::Acquire)]
+        .iter()
+        .map(|e| {
+            let x = e.load(Ordering::Relaxed);
+            format!("{}:{}", (x >> 32) as u32 as i32, x as u32 as i32)
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Loads the table from the value of `CKPT_SHMIDS` (plugin init of an `exec`ed program).
+pub fn from_env(v: &str) {
+    for e in v.split(',') {
+        if let Some((a, b)) = e.split_once(':')
+            && let (Ok(a), Ok(b)) = (a.parse::<i32>(), b.parse::<i32>())
+        {
+            set(a, b);
+        }
+    }
 }
 
 type ShmgetFn = unsafe extern "C" fn(key_t, size_t, c_int) -> c_int;
@@ -161,5 +186,8 @@ mod tests {
         set(7, 7); // back to its own id: the entry stays, as identity
         assert_eq!((v2r(7), r2v(7)), (7, 7));
         assert_eq!(N.load(Ordering::Acquire), 1);
+        from_env("9:65545,bad,10:x");
+        assert_eq!((v2r(9), r2v(65545), v2r(10)), (65545, 9, 10));
+        assert_eq!(to_env(), "7:7,9:65545");
     }
 }

@@ -297,7 +297,7 @@ fn sysv_counter_prog() -> (Prog, TreeSpec) {
             "sysv_counter",
             env!("CKPT_PROG_SYSV_COUNTER"),
             &["{dir}"],
-            418,
+            419,
         ),
         TreeSpec {
             procs: 2..=2,
