@@ -2,14 +2,15 @@
  * child, and its ids used after restarts.
  *
  * Usage: sysv_counter DIR   (DIR: an existing directory, unique to the run; the key of the
- * keyed segment is ftok(DIR, 'K')).
+ * keyed segment is ftok(DIR, 'K') or the next free one).
  *
  * Before fork:
  *   - segment A: shmget(IPC_PRIVATE, 6000 bytes), attached, then IPC_RMID'ed at once (it
  *     lives while attached): a PTHREAD_PROCESS_SHARED mutex, the turn counter, each
  *     process's last value, a counter;
- *   - segment B: shmget(ftok(DIR, 'K'), 8192 bytes, IPC_CREAT|IPC_EXCL) (a leftover of a
- *     killed run is removed first), attached: a counter at the start of its second page.
+ *   - segment B: shmget(ftok(DIR, 'K'), 8192 bytes, IPC_CREAT|IPC_EXCL) (the next key if
+ *     that one is taken; the key used is written to DIR/sysv.key), attached: a counter at
+ *     the start of its second page.
  * After fork the child attaches B a second time (its own second view, kept to the end).
  * Parent (even turns) and child (odd turns) take 400 turns: lock the mutex (the holder sleeps
  * 10 ms with it held), if it is not its turn unlock and retry 1 ms later; otherwise update
@@ -146,13 +147,17 @@ int main(int argc, char **argv) {
     if (pthread_mutex_init(&sh->m, &ma) != 0) die("mutex init");
     pthread_mutexattr_destroy(&ma);
 
-    idb = shmget(key, 8192, IPC_CREAT | IPC_EXCL | 0600);
-    if (idb < 0 && errno == EEXIST) { /* left over from a killed run: start afresh */
-        int old = shmget(key, 0, 0);
-        if (old >= 0) shmctl(old, IPC_RMID, NULL);
+    /* ftok keeps only 16 bits of the inode: on a clash (another run's segment, never ours
+     * to remove) take the next free key; DIR/sysv.key says which one (for cleanups). */
+    for (int i = 0; i < 1000; i++, key++) {
         idb = shmget(key, 8192, IPC_CREAT | IPC_EXCL | 0600);
+        if (idb >= 0 || errno != EEXIST) break;
     }
     if (idb < 0) die("shmget B");
+    char kpath[4200];
+    snprintf(kpath, sizeof kpath, "%s/sysv.key", argv[1]);
+    FILE *kf = fopen(kpath, "w");
+    if (!kf || fprintf(kf, "%d\n", (int)key) < 0 || fclose(kf) != 0) die("write sysv.key");
     char *bp = shmat(idb, NULL, 0);
     if (bp == (void *)-1) die("shmat B");
     bcount = (volatile uint64_t *)(bp + 4096);

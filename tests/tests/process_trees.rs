@@ -215,17 +215,17 @@ fn shm_counter_prog() -> (Prog, TreeSpec) {
     )
 }
 
-/// Removes the keyed segment of sysv_counter if a failed run left it behind.
+/// Removes the keyed segment of sysv_counter (its key is in `sysv.key` in the run's
+/// directory), if there is one.
 fn remove_sysv(run: &RunInfo) {
-    let Ok(dir) = std::ffi::CString::new(run.dir.to_string_lossy().as_bytes()) else {
+    let Some(key) = std::fs::read_to_string(run.dir.join("sysv.key"))
+        .ok()
+        .and_then(|k| k.trim().parse::<libc::key_t>().ok())
+    else {
         return;
     };
-    // SAFETY: ftok with a NUL-terminated path; shmget/shmctl without buffers.
+    // SAFETY: shmget/shmctl without buffers.
     unsafe {
-        let key = libc::ftok(dir.as_ptr(), b'K' as i32);
-        if key == -1 {
-            return;
-        }
         let id = libc::shmget(key, 0, 0);
         if id >= 0 {
             libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut());
