@@ -509,8 +509,8 @@ pub fn remove_made_sysv(segs: &[MadeSeg]) {
 ///    that were killed, so a restart in the same IPC namespace reuses it (no segment leaks per
 ///    restart cycle, and the id does not even change);
 /// 2. for a key other than `IPC_PRIVATE` (and not marked destroyed): a new segment with that
-///    key, or the existing one of that key when nobody has it attached (and it is big
-///    enough);
+///    key, or the existing one of that key when nobody has it attached and it has the same
+///    size;
 /// 3. else a new `IPC_PRIVATE` segment (a taken key is reported).
 ///
 /// The contents do not matter here: every restored process copies its saved pages in.
@@ -540,12 +540,13 @@ pub fn sysv_segment(seg: &SysvSeg) -> Result<(i32, Option<String>)> {
         // SAFETY: as above; size 0 finds the existing segment of any size.
         let id = unsafe { libc::shmget(seg.key, 0, 0) };
         match (id >= 0).then(|| shm_stat(id)).flatten() {
-            Some(ds) if ds.shm_nattch == 0 && ds.shm_segsz >= size => return Ok((id, None)),
+            // Same size: the processes attach it over exactly the range they had.
+            Some(ds) if ds.shm_nattch == 0 && ds.shm_segsz == size => return Ok((id, None)),
             _ => {
                 warning = Some(format!(
-                    "SysV shared memory key {:#x} is taken by a segment in use: the restored \
-                     processes share a new IPC_PRIVATE segment instead (shmget of the key \
-                     finds the other one)",
+                    "SysV shared memory key {:#x} is taken by a segment in use or of another \
+                     size: the restored processes share a new IPC_PRIVATE segment instead \
+                     (shmget of the key finds the other one)",
                     seg.key
                 ))
             }
@@ -767,12 +768,17 @@ mod tests {
             let (k1, _) = sysv_segment(&seg).unwrap();
             assert_eq!(shm_stat(k1).unwrap().shm_perm.__key, key);
             assert_eq!(sysv_segment(&seg).unwrap(), (k1, None));
-            // In use by someone else: IPC_PRIVATE, with a warning.
+            // In use by someone else, or of another size: IPC_PRIVATE, with a warning.
             let p = libc::shmat(k1, std::ptr::null(), 0);
             let (k2, w) = sysv_segment(&seg).unwrap();
             assert!(k2 != k1 && w.unwrap().contains("is taken"));
             assert_eq!(shm_stat(k2).unwrap().shm_perm.__key, libc::IPC_PRIVATE);
             libc::shmdt(p);
+            seg.segsz = 200;
+            let (k3, w) = sysv_segment(&seg).unwrap();
+            assert!(k3 != k1 && w.unwrap().contains("of another size"));
+            assert_eq!(shm_stat(k3).unwrap().shm_segsz, 200);
+            rmid(k3);
             rmid(k1);
             rmid(k2);
             std::fs::remove_dir_all(&dir).unwrap();

@@ -418,6 +418,22 @@ fn reattach_sysv(
         }
         let id = i32::from_ne_bytes(buf);
         let len = seg.segsz.div_ceil(page) * page;
+        match shm_stat(id) {
+            Ok(ds) if (ds.shm_segsz as u64).div_ceil(page) * page == len => {}
+            other => {
+                // An attach of another length would cover more or less than the placeholder.
+                warnings.push(format!(
+                    "SysV shared memory {base:#x} (id {}): the segment handed over (id {id}) \
+                     {}; it stays private",
+                    seg.shmid,
+                    match other {
+                        Ok(ds) => format!("has {} bytes, not {}", ds.shm_segsz, seg.segsz),
+                        Err(e) => format!("cannot be examined: {e}"),
+                    }
+                ));
+                continue;
+            }
+        }
         let mut at = base;
         for p in &parts {
             if p.start != at {
