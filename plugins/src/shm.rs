@@ -460,6 +460,15 @@ fn reattach_sysv(
         // A writable temporary view to copy our pages in (none if the segment is read-only
         // for us: then only a writer's copy counts).
         let tmp = raw_shmat(id, 0, 0);
+        if tmp.is_none() {
+            let e = errno();
+            if e.raw_os_error() != Some(libc::EACCES) {
+                return Err(format!(
+                    "SysV shared memory {base:#x} (id {}, now {id}): temporary shmat: {e}",
+                    seg.shmid
+                ));
+            }
+        }
         if let Some(t) = tmp {
             for (p, &prot) in parts.iter().zip(&prots) {
                 if prot == libc::PROT_NONE {
