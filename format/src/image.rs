@@ -214,8 +214,32 @@ pub struct ShmMapping {
     /// `/dev/shm/NAME` if the object is a live POSIX shm file; else recreated anonymous.
     pub path: Option<String>,
     /// fd number on which `ckpt-restart` installs the object for this process (free in the
-    /// process at checkpoint time; closed again by the restart).
+    /// process at checkpoint time; closed again by the restart). For a SysV segment the
+    /// installed fd is a small memfd holding the segment's new id (see [`SysvSeg`]).
     pub fd_hint: i32,
+    /// Set when the object is a SysV shared memory segment (`shmget`/`shmat`).
+    #[serde(default)]
+    pub sysv: Option<SysvSeg>,
+}
+
+/// What a SysV segment was at checkpoint time (from `shmctl(IPC_STAT)`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct SysvSeg {
+    /// The id the program knows (its first id; translated by the shm plugin's wrappers).
+    pub shmid: i32,
+    /// The kernel's id at checkpoint time (`ckpt-restart` reuses that segment when it is
+    /// still there unused and unchanged).
+    pub real_id: i32,
+    /// `IPC_PRIVATE` (0) or the key it was created with.
+    pub key: i32,
+    /// Permission bits.
+    pub mode: u32,
+    /// `shm_segsz`: the size the program asked for (not rounded to pages).
+    pub segsz: u64,
+    /// `shm_ctime` (identifies the segment together with `real_id`, `key` and `segsz`).
+    pub ctime: i64,
+    /// Marked destroyed (`IPC_RMID`) while still attached: marked again after the restart.
+    pub removed: bool,
 }
 
 /// A file the restart maps from disk; its identity is checked before restart.

@@ -6,12 +6,16 @@
 //! fd is re-inherited from (or `/dev/null` when it has none on that number); creating every
 //! shared object once — pipes (size, bytes in flight, status flags), FIFOs (made if missing,
 //! filled through a keeper), files (reopened at their offset) and deleted files (recreated with
-//! their contents in the same directory, reopened, unlinked again). The tree processes inherit
-//! all of them through fork; `ckpt-restart` closes its copies once the first helper exists.
+//! their contents in the same directory, reopened, unlinked again), shared memory backings
+//! (memfds, `/dev/shm` files, SysV segments — reused or made, handed over as a memfd holding
+//! the id). The tree processes inherit all of them through fork; `ckpt-restart` closes its
+//! copies once the first helper exists. Must never remove a SysV segment it did not make,
+//! nor reuse one (whose contents the restored processes overwrite) unless it is unattached
+//! and either provably the checkpointed run's own or the segment of the program's key.
 
 use crate::tree::{Plan, Source};
 use anyhow::{Result, anyhow, bail};
-use ckpt_format::image::{ObjKind, SharedObject, reopen_flags};
+use ckpt_format::image::{ObjKind, SharedObject, SysvSeg, reopen_flags};
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -100,6 +104,16 @@ pub struct Made {
     keepers: Vec<OwnedFd>,
     /// Non-fatal remarks for the user.
     pub warnings: Vec<String>,
+    /// SysV segments made here for segments that were marked destroyed (see
+    /// [`remove_made_sysv`]).
+    pub sysv_removed: Vec<MadeSeg>,
+}
+
+/// A SysV segment `ckpt-restart` made, identified beyond its id (ids get reused).
+#[derive(Debug, Clone, Copy)]
+pub struct MadeSeg {
+    pub id: i32,
+    pub ctime: i64,
 }
 
 impl Made {
@@ -214,6 +228,11 @@ impl Made {
     /// again (its contents are replaced by the pages the processes copy in at restart).
     pub fn create_shm(&mut self, plan: &Plan) -> Result<()> {
         for o in &plan.shm {
+            if let Some(seg) = &o.sysv {
+                let fd = self.make_sysv(seg)?;
+                self.objects.insert((o.key, crate::tree::SHM_END), fd);
+                continue;
+            }
             let fd = match &o.path {
                 Some(p) => {
                     let c = cpath(p)?;
@@ -238,6 +257,27 @@ impl Made {
             self.objects.insert((o.key, crate::tree::SHM_END), fd);
         }
         Ok(())
+    }
+
+    /// A SysV segment for `seg` (see [`sysv_segment`]), handed over as a memfd holding its id
+    /// (an `i32`, native byte order): SysV segments have no fd of their own.
+    fn make_sysv(&mut self, seg: &SysvSeg) -> Result<OwnedFd> {
+        let (id, warning) = sysv_segment(seg)?;
+        self.warnings.extend(warning);
+        if seg.removed
+            && let Some(ds) = shm_stat(id)
+        {
+            self.sysv_removed.push(MadeSeg {
+                id,
+                ctime: ds.shm_ctime,
+            });
+        }
+        // SAFETY: memfd_create with a NUL-terminated name.
+        let fd = unsafe { libc::memfd_create(c"ckpt-sysv-id".as_ptr(), libc::MFD_CLOEXEC) };
+        let fd = own_above(fd, self.high).map_err(|e| anyhow!("SysV segment {id}: {e}"))?;
+        write_all(fd.as_raw_fd(), &id.to_ne_bytes())
+            .map_err(|e| anyhow!("SysV segment {id}: {e}"))?;
+        Ok(fd)
     }
 
     fn make_pipe(&mut self, o: &SharedObject, size: i32, who: &str) -> Result<()> {
@@ -445,6 +485,99 @@ impl Made {
     }
 }
 
+/// `shm_perm.mode` bit of a segment marked destroyed (`IPC_RMID` while attached).
+const SHM_DEST: u32 = 0o1000;
+
+/// `shmctl(id, IPC_STAT)`, or None if `id` names no segment we may read.
+pub fn shm_stat(id: i32) -> Option<libc::shmid_ds> {
+    // SAFETY: an all-zero shmid_ds is valid; IPC_STAT fills it.
+    unsafe {
+        let mut ds: libc::shmid_ds = std::mem::zeroed();
+        (libc::shmctl(id, libc::IPC_STAT, &mut ds) == 0).then_some(ds)
+    }
+}
+
+/// Marks destroyed (`IPC_RMID`) the segments made for segments that were: the restored
+/// processes do it themselves once attached; this is for a restart that failed before they
+/// did (the segment would stay forever). Only a segment that is still the one made here
+/// (same id, creator = this process, same `shm_ctime`) is touched.
+pub fn remove_made_sysv(segs: &[MadeSeg]) {
+    // SAFETY: getpid has no failure mode.
+    let me = unsafe { libc::getpid() };
+    for s in segs {
+        if let Some(ds) = shm_stat(s.id)
+            && ds.shm_cpid == me
+            && ds.shm_ctime == s.ctime
+            && u32::from(ds.shm_perm.mode) & SHM_DEST == 0
+        {
+            // SAFETY: IPC_RMID takes no buffer.
+            unsafe { libc::shmctl(s.id, libc::IPC_RMID, std::ptr::null_mut()) };
+        }
+    }
+}
+
+/// The segment the restored processes attach for `seg`, and a warning for the user:
+/// 1. the segment of the checkpointed run itself when it is still there, unattached and
+///    unchanged (same id, key, size, `shm_ctime`, owner): SysV segments outlive the processes
+///    that were killed, so a restart in the same IPC namespace reuses it (no segment leaks per
+///    restart cycle, and the id does not even change);
+/// 2. for a key other than `IPC_PRIVATE` (and not marked destroyed): a new segment with that
+///    key, or the existing one of that key when nobody has it attached and it has the same
+///    size;
+/// 3. else a new `IPC_PRIVATE` segment (a taken key is reported).
+///
+/// The contents do not matter here: every restored process copies its saved pages in.
+pub fn sysv_segment(seg: &SysvSeg) -> Result<(i32, Option<String>)> {
+    // SAFETY: geteuid has no failure mode.
+    let euid = unsafe { libc::geteuid() };
+    if !seg.removed
+        && let Some(ds) = shm_stat(seg.real_id)
+        && ds.shm_perm.__key == seg.key
+        && ds.shm_segsz as u64 == seg.segsz
+        && ds.shm_ctime == seg.ctime
+        && ds.shm_nattch == 0
+        && ds.shm_perm.uid == euid
+        && u32::from(ds.shm_perm.mode) & SHM_DEST == 0
+    {
+        return Ok((seg.real_id, None));
+    }
+    let mode = (seg.mode & 0o777) as i32;
+    let size = seg.segsz as usize;
+    let mut warning = None;
+    if seg.key != libc::IPC_PRIVATE && !seg.removed {
+        // SAFETY: shmget has no pointer arguments.
+        let id = unsafe { libc::shmget(seg.key, size, libc::IPC_CREAT | libc::IPC_EXCL | mode) };
+        if id >= 0 {
+            return Ok((id, None));
+        }
+        // SAFETY: as above; size 0 finds the existing segment of any size.
+        let id = unsafe { libc::shmget(seg.key, 0, 0) };
+        match (id >= 0).then(|| shm_stat(id)).flatten() {
+            // Same size: the processes attach it over exactly the range they had.
+            Some(ds) if ds.shm_nattch == 0 && ds.shm_segsz == size => return Ok((id, None)),
+            _ => {
+                warning = Some(format!(
+                    "SysV shared memory key {:#x} is taken by a segment in use or of another \
+                     size: the restored processes share a new IPC_PRIVATE segment instead \
+                     (shmget of the key finds the other one)",
+                    seg.key
+                ))
+            }
+        }
+    }
+    // SAFETY: shmget has no pointer arguments.
+    let id = unsafe { libc::shmget(libc::IPC_PRIVATE, size, libc::IPC_CREAT | mode) };
+    if id < 0 {
+        bail!(
+            "SysV shared memory segment {} ({} bytes): shmget: {}",
+            seg.shmid,
+            seg.segsz,
+            last_err()
+        );
+    }
+    Ok((id, warning))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -586,6 +719,83 @@ mod tests {
         );
         drop(made);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn seg_of(id: i32, removed: bool) -> SysvSeg {
+        let ds = shm_stat(id).expect("IPC_STAT of our own segment");
+        SysvSeg {
+            shmid: id,
+            real_id: id,
+            key: ds.shm_perm.__key,
+            mode: u32::from(ds.shm_perm.mode) & 0o777,
+            segsz: ds.shm_segsz as u64,
+            ctime: ds.shm_ctime,
+            removed,
+        }
+    }
+
+    fn rmid(id: i32) {
+        // SAFETY: IPC_RMID takes no buffer.
+        unsafe { libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut()) };
+    }
+
+    #[test]
+    fn sysv_segments_are_reused_when_unused_else_made() {
+        // SAFETY: shmget/shmat/shmdt on segments this test creates and removes.
+        unsafe {
+            let old = libc::shmget(libc::IPC_PRIVATE, 5000, libc::IPC_CREAT | 0o600);
+            assert!(old >= 0, "shmget: {}", last_err());
+            let seg = seg_of(old, false);
+            // Still there, unattached, unchanged: the same segment.
+            assert_eq!(sysv_segment(&seg).unwrap(), (old, None));
+            // Attached by someone: a new one of the same size and mode.
+            let p = libc::shmat(old, std::ptr::null(), 0);
+            assert_ne!(p as isize, -1);
+            let (new, w) = sysv_segment(&seg).unwrap();
+            assert!(new != old && w.is_none());
+            let ds = shm_stat(new).unwrap();
+            assert_eq!((ds.shm_segsz, ds.shm_perm.mode & 0o777), (5000, 0o600));
+            rmid(new);
+            libc::shmdt(p);
+            // Marked destroyed at checkpoint: never the old one; ckpt-restart removes what
+            // it made if nobody marked it.
+            let (new, _) = sysv_segment(&seg_of(old, true)).unwrap();
+            assert_ne!(new, old);
+            let made = MadeSeg {
+                id: new,
+                ctime: shm_stat(new).unwrap().shm_ctime,
+            };
+            remove_made_sysv(&[made]);
+            assert!(shm_stat(new).is_none(), "segment {new} was not removed");
+            rmid(old);
+
+            // A key: made with it when free, reused when its segment is unattached.
+            let dir = std::env::temp_dir().join(format!("ckpt-sysv-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let c = CString::new(dir.to_string_lossy().as_bytes()).unwrap();
+            let key = libc::ftok(c.as_ptr(), b'T' as i32);
+            assert_ne!(key, -1);
+            let mut seg = seg_of(libc::shmget(libc::IPC_PRIVATE, 100, 0o600), false);
+            rmid(seg.real_id); // gone: as after a reboot
+            seg.key = key;
+            let (k1, _) = sysv_segment(&seg).unwrap();
+            assert_eq!(shm_stat(k1).unwrap().shm_perm.__key, key);
+            assert_eq!(sysv_segment(&seg).unwrap(), (k1, None));
+            // In use by someone else, or of another size: IPC_PRIVATE, with a warning.
+            let p = libc::shmat(k1, std::ptr::null(), 0);
+            let (k2, w) = sysv_segment(&seg).unwrap();
+            assert!(k2 != k1 && w.unwrap().contains("is taken"));
+            assert_eq!(shm_stat(k2).unwrap().shm_perm.__key, libc::IPC_PRIVATE);
+            libc::shmdt(p);
+            seg.segsz = 200;
+            let (k3, w) = sysv_segment(&seg).unwrap();
+            assert!(k3 != k1 && w.unwrap().contains("of another size"));
+            assert_eq!(shm_stat(k3).unwrap().shm_segsz, 200);
+            rmid(k3);
+            rmid(k1);
+            rmid(k2);
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
     }
 
     #[test]

@@ -58,6 +58,9 @@ pub struct ShmObject {
     pub size: u64,
     /// `/dev/shm/NAME` to reopen (contents replaced), or `None`: an anonymous memfd.
     pub path: Option<String>,
+    /// A SysV segment: recreated (or reused) with `shmget`; the backing is a memfd holding
+    /// its id.
+    pub sysv: Option<ckpt_format::image::SysvSeg>,
 }
 
 /// One fd number to fill before the restorer runs.
@@ -386,11 +389,15 @@ impl Plan {
                         if o.path.is_none() {
                             o.path = m.path.clone();
                         }
+                        if o.sysv.is_none() {
+                            o.sysv = m.sysv;
+                        }
                     }
                     None => shm.push(ShmObject {
                         key: m.key,
                         size: m.size,
                         path: m.path.clone(),
+                        sysv: m.sysv,
                     }),
                 }
                 let inst = Install {

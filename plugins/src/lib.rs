@@ -7,6 +7,7 @@
 //! - [`pipes`]: pipes the program made, with their buffered bytes.
 //! - [`sockets`]: sockets with the bytes in their receive queues (rebuilt by ckpt-restart).
 //! - [`shm`]: shared memory mappings shared again between processes after restart.
+//! - [`sysv_ids`]: SysV shared memory ids kept valid across restarts (wrappers).
 //! - [`timerfd`]: timer fds with their clock, interval and remaining time.
 //! - [`eventfd`], [`signalfd`], [`inotify`], [`epoll`]: the other event fds (docs/event-fds.md);
 //!   [`fdinfo`] holds their shared helpers.
@@ -31,6 +32,7 @@ pub mod shm;
 pub mod signalfd;
 pub mod signals;
 pub mod sockets;
+pub mod sysv_ids;
 pub mod timerfd;
 pub mod timers;
 

@@ -12,13 +12,23 @@
 //! frozen at the same moment, so all copies agree; user threads run only after every process
 //! passed the restart barrier, so nobody sees a half-copied object.
 //!
-//! SysV segments (`/SYSV…`) are not handled yet: they come back private (warning).
+//! SysV segments (`/SYSV<key> (deleted)`, inode = the kernel's shmid) have no fd: the
+//! mapping also records [`SysvSeg`] (`IPC_STAT`: key, mode, size, ctime, marked destroyed)
+//! and the id the program knows (virtual, see [`crate::sysv_ids`]). `ckpt-restart` reuses
+//! the killed run's segment when it is still there unused, else makes one (same key when
+//! possible, else `IPC_PRIVATE`), and installs on `fd_hint` a memfd holding its id. Here each
+//! attach is copied in through a temporary attach of that id, then attached over the
+//! placeholder with `SHM_REMAP` (a real attach: `shmdt` works), marked destroyed again if it
+//! was (Linux still lets the other processes attach it by id), and the (old → new) id pair
+//! goes to the wrappers' table. An attach of which part was unmapped stays private
+//! (warning). Calls go through raw syscalls: `shmat`/`shmctl` of this library are the
+//! translating wrappers.
 //!
 //! Checkpoint and restart hooks run with user threads frozen: raw reads of /proc, no glibc
 //! malloc.
 
 use crate::api::{CkptContext, Plugin, RestartContext};
-use ckpt_format::image::ShmMapping;
+use ckpt_format::image::{ShmMapping, SysvSeg};
 
 /// fd numbers on which ckpt-restart installs backings (kept open by the files plugin at
 /// restart until this plugin has used them). Static memory: restored with the process.
@@ -73,7 +83,7 @@ fn parse(text: &str) -> Vec<Line> {
             || path.starts_with("/memfd:")
             || path.starts_with("/dev/shm/")
             || deleted;
-        if !shmem || path.starts_with("/SYSV") {
+        if !shmem {
             continue;
         }
         out.push(Line {
@@ -91,11 +101,10 @@ fn parse(text: &str) -> Vec<Line> {
 /// Whether the memory writer should save the pages of this shared mapping (and not warn):
 /// the plugin re-shares it at restart. Used by the core's memory plan.
 pub fn handles(path: &str) -> bool {
-    !path.starts_with("/SYSV")
-        && (path.starts_with("/dev/zero")
-            || path.starts_with("/memfd:")
-            || path.starts_with("/dev/shm/")
-            || path.ends_with(" (deleted)"))
+    path.starts_with("/dev/zero")
+        || path.starts_with("/memfd:")
+        || path.starts_with("/dev/shm/")
+        || path.ends_with(" (deleted)")
 }
 
 fn errno() -> std::io::Error {
@@ -107,6 +116,13 @@ impl Plugin for Shm {
         "shm"
     }
 
+    fn init(&mut self) {
+        crate::sysv_ids::init();
+        if let Ok(v) = std::env::var("CKPT_SHMIDS") {
+            crate::sysv_ids::from_env(&v);
+        }
+    }
+
     fn checkpoint(&mut self, ctx: &mut CkptContext) -> Result<(), String> {
         let text = std::fs::read_to_string("/proc/self/maps")
             .map_err(|e| format!("/proc/self/maps: {e}"))?;
@@ -115,6 +131,21 @@ impl Plugin for Shm {
         let mut out: Vec<ShmMapping> = Vec::new();
         for l in &lines {
             let key = crate::files::obj_key("shm", &[l.dev.0, l.dev.1, l.ino]);
+            let sysv = if is_sysv(&l.path) {
+                match sysv_seg(l.ino as i32) {
+                    Ok(seg) => Some(seg),
+                    Err(e) => {
+                        ctx.warnings.push(format!(
+                            "SysV shared memory {:#x}-{:#x} (id {}): IPC_STAT: {e}; it comes \
+                             back private",
+                            l.start, l.end, l.ino
+                        ));
+                        continue;
+                    }
+                }
+            } else {
+                None
+            };
             let name = l.path.trim_end_matches(" (deleted)");
             let live_posix = name.starts_with("/dev/shm/") && !l.path.ends_with(" (deleted)");
             let size = if live_posix {
@@ -142,6 +173,7 @@ impl Plugin for Shm {
                 size,
                 path: live_posix.then(|| name.to_string()),
                 fd_hint,
+                sysv,
             });
         }
         // Every mapping of one object must ask for a backing that covers all of them.
@@ -169,8 +201,13 @@ impl Plugin for Shm {
 
     fn restart(&mut self, ctx: &mut RestartContext) -> Result<(), String> {
         let mut fds: Vec<i32> = Vec::new();
+        let mut sysv: Vec<&ShmMapping> = Vec::new();
         for m in &self.saved {
             let fd = m.fd_hint;
+            if m.sysv.is_some() {
+                sysv.push(m);
+                continue;
+            }
             // SAFETY: F_GETFD only probes the number.
             if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
                 ctx.warnings.push(format!(
@@ -242,6 +279,7 @@ impl Plugin for Shm {
                 }
             }
         }
+        reattach_sysv(&sysv, &mut fds, ctx.warnings)?;
         for fd in fds {
             // SAFETY: the backing fds ckpt-restart installed for us; the mappings keep the
             // objects alive.
@@ -282,4 +320,239 @@ fn region_prot(addr: u64) -> i32 {
         }
     }
     libc::PROT_READ | libc::PROT_WRITE
+}
+
+// ---- SysV segments -----------------------------------------------------------------------
+
+/// `shm_perm.mode` bit of a segment marked destroyed (`IPC_RMID` while attached).
+const SHM_DEST: u32 = 0o1000;
+
+/// Whether a maps path is a SysV segment's: `/SYSV` + the key as 8 hex digits + ` (deleted)`.
+fn is_sysv(path: &str) -> bool {
+    path.strip_prefix("/SYSV")
+        .and_then(|r| r.strip_suffix(" (deleted)"))
+        .is_some_and(|k| k.len() == 8 && k.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// Raw `shmctl(id, IPC_STAT)`: the `shmctl` symbol of this library is the translating wrapper.
+fn shm_stat(id: i32) -> std::io::Result<libc::shmid_ds> {
+    // SAFETY: an all-zero shmid_ds is valid; IPC_STAT fills it.
+    unsafe {
+        let mut ds: libc::shmid_ds = std::mem::zeroed();
+        if libc::syscall(
+            libc::SYS_shmctl,
+            id,
+            libc::IPC_STAT,
+            &mut ds as *mut libc::shmid_ds,
+        ) != 0
+        {
+            return Err(errno());
+        }
+        Ok(ds)
+    }
+}
+
+/// What the image records of the segment with kernel id `real`.
+fn sysv_seg(real: i32) -> std::io::Result<SysvSeg> {
+    let ds = shm_stat(real)?;
+    let mode = u32::from(ds.shm_perm.mode);
+    Ok(SysvSeg {
+        shmid: crate::sysv_ids::r2v(real),
+        real_id: real,
+        key: ds.shm_perm.__key,
+        mode: mode & 0o777,
+        segsz: ds.shm_segsz as u64,
+        ctime: ds.shm_ctime,
+        removed: mode & SHM_DEST != 0,
+    })
+}
+
+/// Raw `shmat`; None on failure (errno set).
+fn raw_shmat(id: i32, addr: u64, flags: i32) -> Option<u64> {
+    // SAFETY: shmat maps the segment; at `addr` with SHM_REMAP only over our own placeholder.
+    let r = unsafe { libc::syscall(libc::SYS_shmat, id, addr as usize, flags) };
+    (r != -1).then_some(r as u64)
+}
+
+/// Re-attaches every checkpointed SysV attach (one per object and base address; an attach
+/// whose parts were `mprotect`ed differently shows as several maps lines) to the segment
+/// ckpt-restart handed over: attach it at a free address, copy the saved pages in, attach it
+/// over the placeholder (`SHM_REMAP`), give each part its saved protection, detach the
+/// temporary view. Then mark it destroyed again if it was (Linux lets the other processes
+/// still attach it by id) and record its new id for the wrappers. The backing fds carrying
+/// the ids are added to `fds` (closed by the caller).
+fn reattach_sysv(
+    maps: &[&ShmMapping],
+    fds: &mut Vec<i32>,
+    warnings: &mut Vec<String>,
+) -> Result<(), String> {
+    let page = 4096u64;
+    let mut done: Vec<(u64, u64)> = Vec::new();
+    for m in maps {
+        let Some(seg) = m.sysv else { continue };
+        let base = m.start - m.obj_off;
+        if done.contains(&(m.key, base)) {
+            continue;
+        }
+        done.push((m.key, base));
+        let mut parts: Vec<&ShmMapping> = maps
+            .iter()
+            .copied()
+            .filter(|x| x.key == m.key && x.start - x.obj_off == base)
+            .collect();
+        parts.sort_by_key(|p| p.start);
+        let fd = m.fd_hint;
+        let mut buf = [0u8; 4];
+        // SAFETY: pread into a 4-byte stack buffer.
+        let n = unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), 4, 0) };
+        if n != 4 {
+            warnings.push(format!(
+                "SysV shared memory {base:#x} (id {}): no segment was handed over (fd {fd}); \
+                 it stays private",
+                seg.shmid
+            ));
+            continue;
+        }
+        if !fds.contains(&fd) {
+            fds.push(fd);
+        }
+        let id = i32::from_ne_bytes(buf);
+        let len = seg.segsz.div_ceil(page) * page;
+        match shm_stat(id) {
+            Ok(ds) if (ds.shm_segsz as u64).div_ceil(page) * page == len => {}
+            other => {
+                // An attach of another length would cover more or less than the placeholder.
+                warnings.push(format!(
+                    "SysV shared memory {base:#x} (id {}): the segment handed over (id {id}) \
+                     {}; it stays private",
+                    seg.shmid,
+                    match other {
+                        Ok(ds) => format!("has {} bytes, not {}", ds.shm_segsz, seg.segsz),
+                        Err(e) => format!("cannot be examined: {e}"),
+                    }
+                ));
+                continue;
+            }
+        }
+        let mut at = base;
+        for p in &parts {
+            if p.start != at {
+                break;
+            }
+            at = p.end;
+        }
+        if at != base + len {
+            // Part of the attach was unmapped: attaching the whole segment would replace
+            // whatever the program mapped in the hole.
+            warnings.push(format!(
+                "SysV shared memory {base:#x} (id {}): only part of the segment was mapped; it \
+                 stays private",
+                seg.shmid
+            ));
+            continue;
+        }
+        let prots: Vec<i32> = parts.iter().map(|p| region_prot(p.start)).collect();
+        let exec = if prots.iter().any(|p| p & libc::PROT_EXEC != 0) {
+            libc::SHM_EXEC
+        } else {
+            0
+        };
+        // A writable temporary view to copy our pages in (none if the segment is read-only
+        // for us: then only a writer's copy counts).
+        let tmp = raw_shmat(id, 0, 0);
+        if tmp.is_none() {
+            let e = errno();
+            if e.raw_os_error() != Some(libc::EACCES) {
+                return Err(format!(
+                    "SysV shared memory {base:#x} (id {}, now {id}): temporary shmat: {e}",
+                    seg.shmid
+                ));
+            }
+        }
+        if let Some(t) = tmp {
+            for (p, &prot) in parts.iter().zip(&prots) {
+                if prot == libc::PROT_NONE {
+                    continue; // an inaccessible view: nothing of ours to copy
+                }
+                let plen = (p.end - p.start) as usize;
+                // SAFETY: [p.start, p.end) is the placeholder the restorer filled (made
+                // readable for the copy); t + obj_off .. + plen lies inside the temporary
+                // attach of a segment of `len` bytes (the parts cover exactly [base, base+len)).
+                unsafe {
+                    if prot & libc::PROT_READ == 0 {
+                        libc::mprotect(p.start as *mut libc::c_void, plen, libc::PROT_READ);
+                    }
+                    std::ptr::copy_nonoverlapping(
+                        p.start as *const u8,
+                        (t + p.obj_off) as *mut u8,
+                        plen,
+                    );
+                }
+            }
+        }
+        let rdonly = if tmp.is_some() { 0 } else { libc::SHM_RDONLY };
+        let got = raw_shmat(id, base, libc::SHM_REMAP | rdonly | exec);
+        let err = errno();
+        if let Some(t) = tmp {
+            // SAFETY: detaching the temporary view made above.
+            unsafe { libc::syscall(libc::SYS_shmdt, t as usize) };
+        }
+        if got != Some(base) {
+            return Err(format!(
+                "SysV shared memory {base:#x}-{:#x} (id {}, now {id}): shmat: {err}",
+                base + len,
+                seg.shmid
+            ));
+        }
+        for (p, &prot) in parts.iter().zip(&prots) {
+            // SAFETY: setting the saved protection on our own fresh attach.
+            unsafe {
+                libc::mprotect(
+                    p.start as *mut libc::c_void,
+                    (p.end - p.start) as usize,
+                    prot,
+                )
+            };
+        }
+        if seg.removed {
+            // SAFETY: IPC_RMID takes no buffer.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_shmctl,
+                    id,
+                    libc::IPC_RMID,
+                    std::ptr::null_mut::<libc::shmid_ds>(),
+                )
+            };
+        }
+        if !crate::sysv_ids::set(seg.shmid, id) {
+            warnings.push(format!(
+                "SysV shared memory id {} is now {id}: too many segments to translate its id",
+                seg.shmid
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sysv_paths_are_recognized() {
+        assert!(is_sysv("/SYSV00000000 (deleted)"));
+        assert!(is_sysv("/SYSV4b0a1c2f (deleted)"));
+        assert!(!is_sysv("/SYSVnotes.txt (deleted)"));
+        assert!(!is_sysv("/SYSV00000000"));
+        let maps = "7f86c6d17000-7f86c6d19000 rw-s 00000000 00:01 11                         /SYSV4b0a1c2f (deleted)\n\
+                    7f86c6d19000-7f86c6d1a000 rw-p 00000000 00:00 0 \n";
+        let l = parse(maps);
+        assert_eq!(l.len(), 1);
+        assert_eq!(
+            (l[0].start, l[0].end, l[0].ino),
+            (0x7f86c6d17000, 0x7f86c6d19000, 11)
+        );
+        assert!(handles(&l[0].path) && is_sysv(&l[0].path));
+    }
 }

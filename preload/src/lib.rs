@@ -126,7 +126,7 @@ extern "C" fn init() {
             k.starts_with("CKPT_")
                 && !matches!(
                     k.as_str(),
-                    "CKPT_ROOT" | "CKPT_VPID" | "CKPT_OUTSIDE" | "CKPT_OUTER_PROC"
+                    "CKPT_ROOT" | "CKPT_VPID" | "CKPT_OUTSIDE" | "CKPT_OUTER_PROC" | "CKPT_SHMIDS"
                 )
         })
         .collect();
@@ -136,6 +136,7 @@ extern "C" fn init() {
         std::env::remove_var("CKPT_VPID");
         std::env::remove_var("CKPT_OUTSIDE");
         std::env::remove_var("CKPT_OUTER_PROC");
+        std::env::remove_var("CKPT_SHMIDS");
     }
     let dir = env("CKPT_DIR")
         .map(PathBuf::from)

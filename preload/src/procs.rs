@@ -482,6 +482,10 @@ unsafe fn patch_env(envp: *const *const c_char) -> Vec<CString> {
     if !outside.is_empty() {
         out.push(CString::new(format!("CKPT_OUTSIDE={outside}")).unwrap_or_default());
     }
+    let shmids = ckpt_plugins::sysv_ids::to_env();
+    if !shmids.is_empty() {
+        out.push(CString::new(format!("CKPT_SHMIDS={shmids}")).unwrap_or_default());
+    }
     out
 }
 

@@ -78,6 +78,9 @@ pub struct TreeSpec {
     pub step: Option<usize>,
     /// See [`AfterRestart`].
     pub after_restart: Option<AfterRestart>,
+    /// Called with the ckpt run after each kill, before the restart (e.g. to remove what a
+    /// reboot would have removed).
+    pub after_kill: Option<fn(&RunInfo)>,
 }
 
 impl Default for TreeSpec {
@@ -92,6 +95,7 @@ impl Default for TreeSpec {
             first_checkpoint_at: None,
             step: None,
             after_restart: None,
+            after_kill: None,
         }
     }
 }
@@ -335,6 +339,9 @@ impl<'a> Tree<'a> {
             killed.len(),
             describe_status(&root.try_wait().expect("root reaped"))
         ));
+        if let Some(f) = self.spec.after_kill {
+            f(&self.ckpt_run);
+        }
         n
     }
 

@@ -215,6 +215,109 @@ fn shm_counter_prog() -> (Prog, TreeSpec) {
     )
 }
 
+/// Removes the keyed segment of sysv_counter (its key is in `sysv.key` in the run's
+/// directory), if there is one.
+fn remove_sysv(run: &RunInfo) {
+    let Some(key) = std::fs::read_to_string(run.dir.join("sysv.key"))
+        .ok()
+        .and_then(|k| k.trim().parse::<libc::key_t>().ok())
+    else {
+        return;
+    };
+    // SAFETY: shmget/shmctl without buffers.
+    unsafe {
+        let id = libc::shmget(key, 0, 0);
+        if id >= 0 {
+            libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut());
+        }
+    }
+}
+
+/// `/proc/PID/maps` SysV attaches: (start address, shmid).
+fn sysv_maps_of(pid: i32) -> Vec<(String, String)> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+    maps.lines()
+        .filter_map(|l| {
+            let c: Vec<&str> = l.split_whitespace().collect();
+            (c.len() >= 6 && c[5].starts_with("/SYSV") && c[1].ends_with('s')).then(|| {
+                let start = c[0].split('-').next().unwrap_or("").to_string();
+                (start, c[4].to_string())
+            })
+        })
+        .collect()
+}
+
+/// After a restart the parent of sysv_counter has its two segments attached and the child
+/// the same two (B twice), the first at the same address in both: real SysV attaches of the
+/// same segments, not private copies.
+fn sysv_same_segments(s: &Session, _run: &RunInfo, live: &[ListEntry]) {
+    let pids: Vec<i32> = live.iter().filter(|e| e.pid > 0).map(|e| e.pid).collect();
+    if pids.len() != 2 {
+        s.log(format!(
+            "sysv check skipped: {} live processes with known pids ({live:?})",
+            pids.len()
+        ));
+        return;
+    }
+    let a = sysv_maps_of(pids[0]);
+    let b = sysv_maps_of(pids[1]);
+    if pids.iter().any(|&p| !procs::is_alive(p)) {
+        s.log("sysv check skipped: a process ended meanwhile");
+        return;
+    }
+    let (parent, child) = if a.len() <= b.len() { (a, b) } else { (b, a) };
+    let ids = |v: &[(String, String)]| {
+        let mut i: Vec<String> = v.iter().map(|x| x.1.clone()).collect();
+        i.sort();
+        i.dedup();
+        i
+    };
+    assert!(
+        parent.len() == 2
+            && child.len() == 3
+            && ids(&parent).len() == 2
+            && ids(&parent) == ids(&child)
+            && child.contains(&parent[0]),
+        "after restart both processes should attach the same two SysV segments (the child B \
+         twice): pid {} has {:?}, pid {} has {:?}\n{}",
+        pids[0],
+        sysv_maps_of(pids[0]),
+        pids[1],
+        sysv_maps_of(pids[1]),
+        s.diagnostics()
+    );
+    s.log(format!("sysv: parent {parent:?}, child {child:?}"));
+}
+
+/// Parent and child taking turns under a process-shared mutex in SysV segments (one
+/// IPC_PRIVATE and removed while attached, one keyed), using their ids after restarts.
+fn sysv_counter_prog() -> (Prog, TreeSpec) {
+    (
+        prog(
+            "sysv_counter",
+            env!("CKPT_PROG_SYSV_COUNTER"),
+            &["{dir}"],
+            419,
+        ),
+        TreeSpec {
+            procs: 2..=2,
+            stable: true,
+            cleanup: Some(remove_sysv),
+            after_restart: Some(Box::new(sysv_same_segments)),
+            ..TreeSpec::default()
+        },
+    )
+}
+
+/// sysv_counter, its keyed segment removed after each kill (as by a reboot): the restart
+/// makes it again with its key and a new id, which the program's id must follow.
+fn sysv_counter_gone_prog() -> (Prog, TreeSpec) {
+    let (mut p, mut spec) = sysv_counter_prog();
+    p.name = "sysv_counter_gone".into();
+    spec.after_kill = Some(remove_sysv);
+    (p, spec)
+}
+
 /// A child forked every 10 ms (exit, exec /bin/true, sleep, orphan grandchild).
 fn proc_churn_prog(rounds: usize) -> (Prog, TreeSpec) {
     let r = rounds.to_string();
@@ -267,6 +370,18 @@ fn shared_fd() {
 #[test]
 fn shm_counter() {
     let (p, spec) = shm_counter_prog();
+    tree_scenario(p, spec);
+}
+
+#[test]
+fn sysv_shm() {
+    let (p, spec) = sysv_counter_prog();
+    tree_scenario(p, spec);
+}
+
+#[test]
+fn sysv_shm_segments_gone() {
+    let (p, spec) = sysv_counter_gone_prog();
     tree_scenario(p, spec);
 }
 
@@ -396,6 +511,7 @@ fn tree_programs_run_natively() {
         mp_pool_prog(),
         shared_fd_prog(),
         shm_counter_prog(),
+        sysv_counter_prog(),
         proc_churn_prog(400),
     ];
     let start = Instant::now();

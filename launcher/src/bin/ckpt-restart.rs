@@ -310,6 +310,7 @@ fn run(args: Args) -> Result<i32> {
                 .unwrap_or_default(),
         });
     }
+    let sysv_removed = made.sysv_removed.clone();
     let code = restore_tree(
         &args.images,
         &headers,
@@ -322,6 +323,7 @@ fn run(args: Args) -> Result<i32> {
         &ckpt_dirs,
         conn.stream().as_raw_fd(),
     );
+    objects::remove_made_sysv(&sysv_removed);
     drop(conn);
     code
 }
