@@ -77,6 +77,19 @@ fn get(slot: &[AtomicU64; ADDR / 8 + 1], out: *mut u8, cap: usize) -> usize {
     len
 }
 
+/// The addresses the program sees for the socket with inode `ino`, if the table has them.
+fn virtual_names(ino: u64) -> Option<(Vec<u8>, Vec<u8>)> {
+    let used = USED.load(Ordering::Acquire);
+    let e = TABLE[..used]
+        .iter()
+        .find(|e| ino != 0 && e.ino.load(Ordering::Relaxed) == ino)?;
+    let mut l = [0u8; ADDR];
+    let mut p = [0u8; ADDR];
+    let ll = get(&e.local, l.as_mut_ptr(), ADDR).min(ADDR);
+    let pl = get(&e.peer, p.as_mut_ptr(), ADDR).min(ADDR);
+    Some((l[..ll].to_vec(), p[..pl].to_vec()))
+}
+
 fn socket_ino(fd: i32) -> u64 {
     // SAFETY: fstat into a zeroed buffer.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
@@ -484,8 +497,10 @@ fn describe(fd: i32, ino: u64, warnings: &mut Vec<String>) -> Result<Option<Sock
         return Ok(None);
     }
     let listening = getopt_int(fd, libc::SOL_SOCKET, libc::SO_ACCEPTCONN).unwrap_or(0) != 0;
-    let local = address(fd, false);
-    let peer = address(fd, true);
+    // What the program sees: a socket restored with other kernel addresses keeps the ones it
+    // had (the next restart binds and pairs by those).
+    let (local, peer) =
+        virtual_names(ino).unwrap_or_else(|| (address(fd, false), address(fd, true)));
     let state = if listening {
         SockState::Listening {
             backlog: libc::SOMAXCONN,

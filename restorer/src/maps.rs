@@ -12,6 +12,8 @@ use crate::sys;
 pub struct Mapping<'a> {
     pub start: u64,
     pub end: u64,
+    /// `rwxp`-style permissions.
+    pub perms: &'a [u8],
     /// Path or `[label]`, possibly empty.
     pub name: &'a [u8],
 }
@@ -84,17 +86,22 @@ fn parse_line(line: &[u8]) -> Option<Mapping<'_>> {
     let rest = rest.strip_prefix(b"-")?;
     let (end, mut rest) = hex(rest)?;
     // perms, offset, dev, inode
-    for _ in 0..4 {
+    let mut perms: &[u8] = &[];
+    for i in 0..4 {
         rest = skip_spaces(rest);
         let w = rest.iter().position(|&c| c == b' ').unwrap_or(rest.len());
         if w == 0 {
             return None;
+        }
+        if i == 0 {
+            perms = &rest[..w];
         }
         rest = &rest[w..];
     }
     Some(Mapping {
         start,
         end,
+        perms,
         name: skip_spaces(rest),
     })
 }

@@ -27,6 +27,7 @@ pub unsafe extern "C" fn on_zone_stack(arg: *mut u8) -> ! {
     read_runs(ctx);
     protect_regions(ctx);
     place_special(ctx);
+    detach_from_own_file(ctx);
     set_mm(ctx);
     sys::close(ctx.fd);
     ctx.args.zone_start = ZONE_BASE;
@@ -245,6 +246,62 @@ fn place_special(ctx: &mut Ctx) {
     }
 }
 
+/// Step 10b: the zone's mappings of this restorer's own file (its code and data, linked into
+/// the zone) become anonymous copies, so that no mapping of the old executable is left and
+/// the kernel lets `/proc/self/exe` name the program again (step 11). Each is copied to a
+/// scratch mapping and moved over the original in one `mremap`: the code keeps running from
+/// identical bytes at the same address. Failures only leave `/proc/self/exe` as it is.
+fn detach_from_own_file(ctx: &mut Ctx) {
+    let text = maps::read_self_maps(&mut ctx.maps);
+    for m in maps::lines(text) {
+        if m.start < ZONE_BASE || m.end > ZONE_END || m.name.first() != Some(&b'/') {
+            continue;
+        }
+        let len = m.end - m.start;
+        let mut prot = 0;
+        for (c, p) in [
+            (b'r', sys::PROT_READ),
+            (b'w', sys::PROT_WRITE),
+            (b'x', sys::PROT_EXEC),
+        ] {
+            if m.perms.contains(&c) {
+                prot |= p;
+            }
+        }
+        if m.perms.first() != Some(&b'r') {
+            continue;
+        }
+        // SAFETY: a fresh anonymous mapping anywhere (the kernel picks a free range).
+        let tmp = unsafe {
+            sys::mmap(
+                0,
+                len,
+                sys::PROT_READ | sys::PROT_WRITE,
+                sys::MAP_PRIVATE | sys::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if tmp < 0 {
+            return;
+        }
+        let tmp = tmp as u64;
+        // SAFETY: both ranges are mapped readable/writable and `len` long; they do not overlap.
+        unsafe {
+            core::ptr::copy_nonoverlapping(m.start as *const u8, tmp as *mut u8, len as usize)
+        };
+        // SAFETY: our scratch mapping.
+        if unsafe { sys::mprotect(tmp, len, prot) } < 0
+            // SAFETY: replaces the original with an identical anonymous copy (see above).
+            || unsafe { sys::mremap_fixed(tmp, len, m.start) } < 0
+        {
+            // SAFETY: dropping our scratch mapping.
+            unsafe { sys::munmap(tmp, len) };
+            return;
+        }
+    }
+}
+
 /// The kernel's `struct prctl_mm_map`.
 #[repr(C)]
 struct PrctlMmMap {
@@ -254,20 +311,41 @@ struct PrctlMmMap {
     exe_fd: u32,
 }
 
-/// Step 11: restore the kernel's `mm` fields and saved auxv; failure is reported to the entry.
+/// Step 11: restore the kernel's `mm` fields, saved auxv and executable file; failure is
+/// reported to the entry.
 ///
+/// The executable (`/proc/self/exe`) is the file mapped at `start_code`; the kernel lets it be
+/// replaced only by a process with CAP_SYS_ADMIN or CAP_CHECKPOINT_RESTORE in its user
+/// namespace (the namespace restart has them) and only once the old one (this restorer) is
+/// no longer mapped (it is not: everything outside the zone was unmapped). Without it the
+/// call is made again without the executable: `/proc/self/exe` then names ckpt-restorer.
 /// The kernel refuses the whole call (EINVAL) if the auxv is larger than its `saved_auxv`
 /// (possible when the image comes from another kernel); then the fields are applied without the
 /// auxv, which only affects `/proc/self/auxv`.
 fn set_mm(ctx: &mut Ctx) {
     let b = &ctx.block;
+    let code = b.mm.start_code;
+    let pool = zone::pool(ctx);
+    let exe_fd = zone::regions(ctx)
+        .iter()
+        .find(|r| r.start <= code && code < r.end && maps_file(r))
+        .map(|r| check::open_region_file(&mut ctx.path, r, pool))
+        .unwrap_or(-1);
+    let b = &ctx.block;
     let mut map = PrctlMmMap {
         mm: b.mm,
         auxv: b.auxv.as_ptr() as u64,
         auxv_size: (b.auxv_words * 8) as u32,
-        exe_fd: u32::MAX,
+        exe_fd: if exe_fd >= 0 { exe_fd as u32 } else { u32::MAX },
     };
     let mut r = prctl_mm(&map);
+    if r < 0 && map.exe_fd != u32::MAX {
+        map.exe_fd = u32::MAX;
+        r = prctl_mm(&map);
+    }
+    if exe_fd >= 0 {
+        sys::close(exe_fd);
+    }
     if r < 0 && map.auxv_size != 0 {
         map.auxv_size = 0;
         r = prctl_mm(&map);

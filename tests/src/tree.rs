@@ -382,6 +382,27 @@ impl<'a> Tree<'a> {
         if let Some(hook) = &self.spec.after_restart {
             hook(s, &self.ckpt_run, &live(&s.list()));
         }
+        // /proc/PID/exe names the program again, not ckpt-restorer (namespace restarts only:
+        // replacing it needs CAP_CHECKPOINT_RESTORE in the process's user namespace).
+        let fallback = self
+            .spec
+            .env
+            .iter()
+            .any(|(k, v)| k == "CKPT_NO_NAMESPACES" && v.is_some());
+        if !fallback {
+            for e in live(&s.list()) {
+                if let Ok(exe) = std::fs::read_link(format!("/proc/{}/exe", e.pid)) {
+                    assert!(
+                        !exe.to_string_lossy().contains("ckpt-restorer"),
+                        "restored vpid {} (pid {}, {}): /proc/PID/exe is {}",
+                        e.vpid,
+                        e.pid,
+                        e.program,
+                        exe.display()
+                    );
+                }
+            }
+        }
         s.log(format!(
             "restarted tree running, {} lines out",
             self.lines()
