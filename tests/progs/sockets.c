@@ -5,9 +5,11 @@
  * and writes its TCP port to ./srv.port.
  *
  * The parent listens on TCP 127.0.0.1 (ephemeral port), TCP [::1] (if IPv6 works), a UNIX
- * stream socket at ./srv.sock, and makes three socketpairs (stream, seqpacket, datagram) and a
- * UDP socket bound to 127.0.0.1. It forks a child that connects to the three listeners (the
- * parent accepts) and connects a UDP socket to the parent's. Each round the parent writes a
+ * stream socket at ./srv.sock and one with an abstract name, binds a UNIX datagram socket at
+ * ./dg.sock, and makes three socketpairs (stream, seqpacket, datagram) and a UDP socket bound
+ * to 127.0.0.1. It forks a child that connects to the four listeners (the parent accepts) and
+ * connects a UDP socket to the parent's. Each round the child also sends two datagrams to
+ * ./dg.sock from an unbound socket (unconnected sendto) and answers on the abstract one. Each round the parent writes a
  * burst on every connection (16 KiB on each stream, 3 messages on seqpacket and datagram
  * pairs); the child waits 40 ms (so the bytes sit in the queues), reads them all, checks them,
  * and answers on the TCP connection with one line of checksums; it also sends one UDP
@@ -17,6 +19,7 @@
  * status. Output: ROUNDS + 2 lines, identical on every run; about 60 ms per round. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
+#include <stddef.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -167,6 +170,18 @@ int main(int argc, char **argv) {
     if (lu < 0 || bind(lu, (struct sockaddr *)&au, sizeof au) != 0 || listen(lu, 8) != 0)
         die("unix listener");
 
+    struct sockaddr_un aa = {.sun_family = AF_UNIX};
+    int alen = snprintf(aa.sun_path + 1, sizeof aa.sun_path - 1, "ckpt-sockets-%d", (int)getpid());
+    socklen_t aalen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)alen);
+    int la = socket(AF_UNIX, SOCK_STREAM, 0);
+    if (la < 0 || bind(la, (struct sockaddr *)&aa, aalen) != 0 || listen(la, 8) != 0)
+        die("abstract listener");
+    struct sockaddr_un ad = {.sun_family = AF_UNIX};
+    strcpy(ad.sun_path, "dg.sock");
+    unlink(ad.sun_path);
+    int dgs = socket(AF_UNIX, SOCK_DGRAM, 0);
+    if (dgs < 0 || bind(dgs, (struct sockaddr *)&ad, sizeof ad) != 0) die("bind dg.sock");
+
     int sp[2], sq[2], sd[2];
     if (socketpair(AF_UNIX, SOCK_STREAM, 0, sp) != 0) die("socketpair stream");
     if (socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sq) != 0) die("socketpair seqpacket");
@@ -197,6 +212,12 @@ int main(int argc, char **argv) {
         int cudp = socket(AF_INET, SOCK_DGRAM, 0);
         if (cudp < 0 || connect(cudp, (struct sockaddr *)&au4, sizeof au4) != 0)
             die("connect udp");
+        int ca = socket(AF_UNIX, SOCK_STREAM, 0);
+        if (ca < 0 || connect(ca, (struct sockaddr *)&aa, aalen) != 0) die("connect abstract");
+        int cdg = socket(AF_UNIX, SOCK_DGRAM, 0);
+        if (cdg < 0) die("socket dgram");
+        close(la);
+        close(dgs);
         close(l4);
         if (l6 >= 0) close(l6);
         close(lu);
@@ -233,6 +254,13 @@ int main(int argc, char **argv) {
             char dg[32];
             int dl = snprintf(dg, sizeof dg, "udp %d", r);
             if (send(cudp, dg, (size_t)dl, 0) < 0) die("send udp");
+            for (int m = 0; m < 2; m++) {
+                dl = snprintf(dg, sizeof dg, "dg %d.%d", r, m);
+                if (sendto(cdg, dg, (size_t)dl, 0, (struct sockaddr *)&ad, sizeof ad) < 0)
+                    die("sendto dg.sock");
+            }
+            dl = snprintf(dg, sizeof dg, "abs %d\n", r * r);
+            write_full(ca, dg, (size_t)dl);
             write_full(c4, line, (size_t)len);
         }
         _exit(7);
@@ -246,12 +274,17 @@ int main(int argc, char **argv) {
     if (l6 >= 0 && (s6 = accept(l6, NULL, NULL)) < 0) die("accept tcp6");
     int su = accept(lu, NULL, NULL);
     if (su < 0) die("accept unix");
+    int sa = accept(la, NULL, NULL);
+    if (sa < 0) die("accept abstract");
     remember(l4);
     if (l6 >= 0) remember(l6);
     remember(lu);
     remember(s4);
     if (s6 >= 0) remember(s6);
     remember(su);
+    remember(la);
+    remember(sa);
+    remember(dgs);
     remember(sp[0]);
     remember(sq[0]);
     remember(sd[0]);
@@ -259,6 +292,7 @@ int main(int argc, char **argv) {
 
     unsigned char *buf = malloc(BURST);
     FILE *in = fdopen(dup(s4), "r");
+    FILE *ain = fdopen(sa, "r");
     for (int r = 0; r < rounds; r++) {
         write_full(s4, "next", 4);
         fill(buf, BURST, (unsigned)r * 5 + 1);
@@ -278,10 +312,17 @@ int main(int argc, char **argv) {
         char line[200];
         if (!fgets(line, sizeof line, in)) die("read reply");
         line[strcspn(line, "\n")] = 0;
-        char dg[32];
+        char dg[32], d1[32], d2[32], ab[32];
         ssize_t dl = recv_msg(u, dg, sizeof dg - 1);
         dg[dl] = 0;
-        printf("round %d: %s | %s | names %s\n", r, line, dg, names_ok() ? "ok" : "CHANGED");
+        dl = recv_msg(dgs, d1, sizeof d1 - 1);
+        d1[dl] = 0;
+        dl = recv_msg(dgs, d2, sizeof d2 - 1);
+        d2[dl] = 0;
+        if (!fgets(ab, sizeof ab, ain)) die("read abstract");
+        ab[strcspn(ab, "\n")] = 0;
+        printf("round %d: %s | %s | %s %s | %s | names %s\n", r, line, dg, d1, d2, ab,
+               names_ok() ? "ok" : "CHANGED");
         sleep_ms(20);
     }
     write_full(s4, "quit", 4);
@@ -292,5 +333,6 @@ int main(int argc, char **argv) {
     printf("child exit %d\n", WIFEXITED(st) ? WEXITSTATUS(st) : -1);
     printf("done\n");
     unlink("srv.sock");
+    unlink("dg.sock");
     return 0;
 }
