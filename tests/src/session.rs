@@ -131,19 +131,39 @@ pub fn parse_list(stdout: &str) -> Vec<ListEntry> {
         .collect()
 }
 
-/// Pids of live processes whose environment holds `TAG_VAR=tag`.
+/// Pids of live processes whose environment holds `TAG_VAR=tag`, and their live descendants
+/// (a program may overwrite its environment area: redis-server does, for its process title).
 pub fn tagged_pids(tag: &str) -> Vec<i32> {
     let needle = format!("{TAG_VAR}={tag}");
     let me = std::process::id() as i32;
-    procs::all_pids()
+    let live: Vec<(i32, i32)> = procs::all_pids()
         .into_iter()
-        .filter(|&pid| pid != me && is_alive(pid))
+        .filter(|&pid| pid != me)
+        .filter_map(|pid| {
+            let st = procs::proc_stat(pid)?;
+            (st.state != 'Z' && st.state != 'X').then_some((pid, st.ppid))
+        })
+        .collect();
+    let mut out: Vec<i32> = live
+        .iter()
+        .map(|&(pid, _)| pid)
         .filter(|&pid| {
             std::fs::read(format!("/proc/{pid}/environ"))
                 .map(|env| env.split(|&b| b == 0).any(|e| e == needle.as_bytes()))
                 .unwrap_or(false)
         })
-        .collect()
+        .collect();
+    loop {
+        let more: Vec<i32> = live
+            .iter()
+            .filter(|&&(pid, ppid)| out.contains(&ppid) && !out.contains(&pid))
+            .map(|&(pid, _)| pid)
+            .collect();
+        if more.is_empty() {
+            return out;
+        }
+        out.extend(more);
+    }
 }
 
 /// A test's private ckpt world: a coordinator on its own port, a checkpoint directory and

@@ -202,3 +202,24 @@ fn reconnect_hook_makes_a_new_connection() {
     );
     assert!(err.contains("reconnected to 127.0.0.1"), "{err}");
 }
+
+/// A real server and its client: bash starting redis-server (epoll, a listener, background
+/// threads) and a Python client talking to it over TCP, through the tree cycle.
+#[test]
+fn redis_server_and_a_client() {
+    // Panics naming it if redis-server is missing (.ci/run installs it).
+    ckpt_tests::util::find_in_path("redis-server");
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("progs/redis_app.sh");
+    tree_scenario(
+        Prog {
+            name: "redis_app".into(),
+            program: ckpt_tests::util::find_in_path("bash"),
+            args: vec![script.to_string_lossy().into_owned(), "250".into()],
+            lines: 253,
+        },
+        TreeSpec {
+            procs: 3..=4,
+            ..TreeSpec::default()
+        },
+    );
+}
