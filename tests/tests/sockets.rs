@@ -223,3 +223,23 @@ fn redis_server_and_a_client() {
         },
     );
 }
+
+/// A pre-forked server: two workers share one listening socket (one description across
+/// fork) and serve the connections they accept with poll; a client process keeps four
+/// connections busy. Through the tree cycle.
+#[test]
+fn preforked_workers_share_a_listener() {
+    tree_scenario(
+        Prog {
+            name: "prefork".into(),
+            program: PathBuf::from(env!("CKPT_PROG_PREFORK")),
+            args: vec!["250".into()],
+            lines: 252,
+        },
+        TreeSpec {
+            procs: 4..=4,
+            stable: true,
+            ..TreeSpec::default()
+        },
+    );
+}
