@@ -306,6 +306,25 @@ pub struct ImageHeader {
     pub objects: Vec<SharedObject>,
     #[serde(default)]
     pub shm: Vec<ShmMapping>,
+    /// `CLOCK_MONOTONIC` and `CLOCK_BOOTTIME` at checkpoint time (ns; 0 = not recorded): a
+    /// namespace restart starts the clocks from there again (time namespace offsets).
+    #[serde(default)]
+    pub monotonic_ns: i64,
+    #[serde(default)]
+    pub boottime_ns: i64,
+}
+
+/// Reads a clock in nanoseconds (0 if it cannot).
+pub fn clock_ns(clock: libc::clockid_t) -> i64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid out-pointer.
+    if unsafe { libc::clock_gettime(clock, &mut ts) } != 0 {
+        return 0;
+    }
+    ts.tv_sec * 1_000_000_000 + ts.tv_nsec
 }
 
 pub fn current_arch() -> &'static str {

@@ -65,6 +65,63 @@ fn enter(uid_map: &[u8], gid_map: &[u8]) -> bool {
         && write_file(c"/proc/self/gid_map", gid_map)
 }
 
+/// Unshares a time namespace for our future children with the given `CLOCK_MONOTONIC` and
+/// `CLOCK_BOOTTIME` offsets (ns). Best effort: without it (old kernel, or an offset the kernel
+/// refuses: a clock may not go below zero) the restored clocks simply go on from the host's.
+fn enter_time_ns(off: [i64; 2]) {
+    // SAFETY: unshare(2) on this single-threaded process; only children enter it.
+    if unsafe { libc::unshare(libc::CLONE_NEWTIME) } != 0 {
+        return;
+    }
+    let mut buf = [0u8; 96];
+    let mut n = 0;
+    for (name, ns) in [(&b"monotonic "[..], off[0]), (&b"boottime "[..], off[1])] {
+        let (secs, nanos) = (ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000));
+        buf[n..n + name.len()].copy_from_slice(name);
+        n += name.len();
+        n += signed_decimal(secs, &mut buf[n..]);
+        buf[n] = b' ';
+        n += 1;
+        n += signed_decimal(nanos, &mut buf[n..]);
+        buf[n] = b'\n';
+        n += 1;
+    }
+    // Both lines at once: the kernel applies all or nothing.
+    if !write_file(c"/proc/self/timens_offsets", &buf[..n]) {
+        // A zero offset is always accepted (the namespace then changes nothing).
+        write_file(
+            c"/proc/self/timens_offsets",
+            b"monotonic 0 0\nboottime 0 0\n",
+        );
+    }
+}
+
+/// Writes `v` in decimal into `out` (no allocation: runs in a forked child); returns the
+/// length.
+fn signed_decimal(v: i64, out: &mut [u8]) -> usize {
+    let mut digits = [0u8; 20];
+    let mut k = 0;
+    let mut u = v.unsigned_abs();
+    loop {
+        digits[k] = b'0' + (u % 10) as u8;
+        k += 1;
+        u /= 10;
+        if u == 0 {
+            break;
+        }
+    }
+    let mut n = 0;
+    if v < 0 {
+        out[0] = b'-';
+        n = 1;
+    }
+    for i in (0..k).rev() {
+        out[n] = digits[i];
+        n += 1;
+    }
+    n
+}
+
 /// In the new pid ns: make our mounts private and mount a /proc that shows this namespace.
 fn mount_proc() -> bool {
     // SAFETY: mount(2) with NUL-terminated strings, in our own mount namespace.
@@ -352,6 +409,10 @@ pub struct TreeSpec<'a> {
     pub close_in_c: &'a [i32],
     /// fds the helpers close once their children exist (everything else ckpt-restart made).
     pub close_in_helpers: &'a [i32],
+    /// Namespace mode: `CLOCK_MONOTONIC` and `CLOCK_BOOTTIME` offsets (ns) for a new time
+    /// namespace, so the restored clocks go on from their checkpoint values; None = no time
+    /// namespace (the clocks show the time the computation was down).
+    pub clock_offsets: Option<[i64; 2]>,
 }
 
 /// Kills the whole tree from ckpt-restart (any thread): C (`c`, skipped when 0: already
@@ -1044,6 +1105,11 @@ pub fn run_tree(spec: &TreeSpec) -> ! {
             spec.use_ns = false;
         }
         spec.ctl.head().ns.store(u32::from(spec.use_ns), SeqCst);
+        if spec.use_ns
+            && let Some(off) = spec.clock_offsets
+        {
+            enter_time_ns(off);
+        }
         if !spec.use_ns {
             libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
             helper(&spec, -1);

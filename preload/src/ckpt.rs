@@ -288,6 +288,8 @@ impl Worker {
             root: self.root,
             zombies: self.zombie_children(),
             peers: self.peers.clone(),
+            monotonic_ns: ckpt_format::image::clock_ns(libc::CLOCK_MONOTONIC),
+            boottime_ns: ckpt_format::image::clock_ns(libc::CLOCK_BOOTTIME),
             ..Default::default()
         }
     }

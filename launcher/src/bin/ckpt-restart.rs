@@ -53,6 +53,30 @@ struct Args {
     images: Vec<PathBuf>,
 }
 
+/// Time namespace offsets that make `CLOCK_MONOTONIC` and `CLOCK_BOOTTIME` of the restored
+/// processes go on from their values at checkpoint time (the time the computation was down,
+/// and a reboot or another host in between, do not show); None if the images do not say or
+/// `CKPT_HOST_CLOCKS` is set (then the clocks are the host's: the downtime shows).
+fn clock_offsets(headers: &[ImageHeader]) -> Option<[i64; 2]> {
+    let mono = headers.iter().map(|h| h.monotonic_ns).max().unwrap_or(0);
+    let boot = headers.iter().map(|h| h.boottime_ns).max().unwrap_or(0);
+    if mono <= 0 || boot <= 0 || std::env::var_os("CKPT_HOST_CLOCKS").is_some() {
+        return None;
+    }
+    let off = [
+        mono - ckpt_format::image::clock_ns(libc::CLOCK_MONOTONIC),
+        boot - ckpt_format::image::clock_ns(libc::CLOCK_BOOTTIME),
+    ];
+    if std::env::var_os("CKPT_DEBUG").is_some() {
+        eprintln!(
+            "ckpt-restart: clock offsets: monotonic {} ms, boottime {} ms",
+            off[0] / 1_000_000,
+            off[1] / 1_000_000
+        );
+    }
+    Some(off)
+}
+
 fn main() {
     let args = Args::parse();
     match run(args) {
@@ -511,6 +535,7 @@ fn restore_tree(
         outer_proc: outer_proc.as_ref().map_or(-1, |f| f.as_raw_fd()),
         close_in_c: &close_in_c,
         close_in_helpers: &close_in_helpers,
+        clock_offsets: clock_offsets(headers),
     };
 
     // SAFETY: fork of this single-threaded process; the child only makes syscalls.
