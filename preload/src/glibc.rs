@@ -61,6 +61,17 @@ pub fn probe() {
     }
 }
 
+/// In a child made by a raw `clone()` (which, unlike `fork`, leaves glibc's cached tid at the
+/// parent's): cache the child's own tid, so `raise`, `pthread_kill(pthread_self())` and our
+/// thread bookkeeping address the child.
+pub fn refresh_cached_tid() {
+    let off = TID_OFFSET.load(Ordering::Relaxed);
+    if off != usize::MAX {
+        // SAFETY: the calling thread's TCB is at its FS base; off was validated at startup.
+        unsafe { *((sys::get_fs_base() + off as u64) as *mut i32) = sys::gettid() };
+    }
+}
+
 /// Restores the kernel-side and glibc-cached state of the calling (recreated) thread whose TCB
 /// is at `fs_base`. No glibc code may run in the thread before this.
 pub fn fix_thread(fs_base: u64, tid_addr: u64, robust_head: u64, robust_len: u64) {

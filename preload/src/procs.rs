@@ -15,6 +15,10 @@
 //!   fork and exec (POSIX semantics; `posix_spawn` reads glibc's file-action array, whose
 //!   layout is stable since glibc 2.29).
 //! * `vfork` is `fork` (the join cannot run in a child that borrows its parent's memory).
+//! * `clone()` making a process with its own memory (no `CLONE_VM`, no `CLONE_THREAD`) joins
+//!   like a fork: the child runs the join, then the caller's function. A `CLONE_VM` process
+//!   shares its parent's memory (and allocator state), so it cannot run the join: it is not
+//!   part of the computation (not checkpointed; documented in docs/process-trees.md).
 //!
 //! Wrappers run on user threads: no lock a checkpoint can hold, allocation only through the
 //! preload's allocator; the forked child uses only [`config`] (filled once by the constructor),
@@ -208,6 +212,15 @@ type SystemFn = unsafe extern "C" fn(*const c_char) -> c_int;
 type PopenFn = unsafe extern "C" fn(*const c_char, *const c_char) -> *mut libc::FILE;
 type PcloseFn = unsafe extern "C" fn(*mut libc::FILE) -> c_int;
 type DaemonFn = unsafe extern "C" fn(c_int, c_int) -> c_int;
+type CloneFn = unsafe extern "C" fn(
+    extern "C" fn(*mut libc::c_void) -> c_int,
+    *mut libc::c_void,
+    c_int,
+    *mut libc::c_void,
+    *mut pid_t,
+    *mut libc::c_void,
+    *mut pid_t,
+) -> c_int;
 
 real_fns! {
     real_fork, FORK, c"fork", ForkFn;
@@ -222,6 +235,7 @@ real_fns! {
     real_popen, POPEN, c"popen", PopenFn;
     real_pclose, PCLOSE, c"pclose", PcloseFn;
     real_daemon, DAEMON, c"daemon", DaemonFn;
+    real_clone, CLONE, c"clone", CloneFn;
 }
 
 fn errno() -> c_int {
@@ -262,6 +276,130 @@ pub fn register_atfork() {
 }
 
 // ---- fork ---------------------------------------------------------------------------------
+
+// ---- clone --------------------------------------------------------------------------------
+
+/// What the clone child's trampoline needs (in the parent's memory, copied into the child's).
+struct CloneJob {
+    f: extern "C" fn(*mut libc::c_void) -> c_int,
+    arg: *mut libc::c_void,
+    rep: [c_int; 2],
+}
+
+extern "C" fn clone_child(job: *mut libc::c_void) -> c_int {
+    // SAFETY: our CloneJob, in this child's own copy of the parent's memory.
+    let job = unsafe { &*(job as *const CloneJob) };
+    crate::glibc::refresh_cached_tid();
+    atfork_child();
+    // SAFETY: our own pipe.
+    unsafe { libc::close(job.rep[0]) };
+    let vpid = child_join();
+    // SAFETY: writing 8 bytes to our pipe, then closing it.
+    unsafe {
+        libc::write(job.rep[1], (&vpid as *const u64).cast(), 8);
+        libc::close(job.rep[1]);
+    }
+    let status = (job.f)(job.arg);
+    // glibc's clone ends the child with the thread-only `exit` syscall, which would leave our
+    // checkpoint thread running: end the whole process (no atexit handlers, as glibc).
+    sys::exit_group(status)
+}
+
+/// `clone(fn, stack, flags, arg, [ptid, tls, ctid])`. Variadic in C; on x86_64 the optional
+/// arguments travel in the same registers (and stack slot) as fixed ones, so a 7-argument
+/// function receives them (unspecified values when the caller passed fewer, which glibc's own
+/// clone reads just the same and uses only under the flags that name them).
+///
+/// # Safety
+/// As clone(2) (glibc's wrapper).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn clone(
+    f: extern "C" fn(*mut libc::c_void) -> c_int,
+    stack: *mut libc::c_void,
+    flags: c_int,
+    arg: *mut libc::c_void,
+    ptid: *mut pid_t,
+    tls: *mut libc::c_void,
+    ctid: *mut pid_t,
+) -> c_int {
+    let Some(real) = real_clone() else {
+        set_errno(libc::ENOSYS);
+        return -1;
+    };
+    if !MANAGED.load(Ordering::Acquire) || flags & (libc::CLONE_VM | libc::CLONE_THREAD) != 0 {
+        // SAFETY: the real clone with the caller's arguments.
+        return unsafe { real(f, stack, flags, arg, ptid, tls, ctid) };
+    }
+    let ticket = gate_enter();
+    let mut job = CloneJob {
+        f,
+        arg,
+        rep: [-1, -1],
+    };
+    // SAFETY: pipe2 fills two fds.
+    if unsafe { libc::pipe2(job.rep.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return -1;
+    }
+    atfork_prepare();
+    // SAFETY: the real clone; the child runs clone_child on the caller's stack with its own
+    // copy of `job` (no CLONE_VM).
+    let pid = unsafe {
+        real(
+            clone_child,
+            stack,
+            flags,
+            (&mut job as *mut CloneJob).cast(),
+            ptid,
+            tls,
+            ctid,
+        )
+    };
+    let e = errno();
+    atfork_parent();
+    // SAFETY: our own pipe.
+    unsafe { libc::close(job.rep[1]) };
+    if pid > 0 {
+        wait_child_vpid(pid, job.rep[0]);
+    }
+    // SAFETY: our own pipe.
+    unsafe { libc::close(job.rep[0]) };
+    drop(ticket);
+    set_errno(e);
+    pid
+}
+
+/// Parent side of a fork or clone: waits (10 s at most) for the child's vpid on `rd`.
+fn wait_child_vpid(pid: pid_t, rd: c_int) {
+    let mut pfd = libc::pollfd {
+        fd: rd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let deadline = sys::monotonic_ns() + 10_000_000_000;
+    let mut vpid = 0u64;
+    loop {
+        let left = (deadline - sys::monotonic_ns()) / 1_000_000;
+        if left <= 0 {
+            ckpt::log(&format!(
+                "child {pid} did not join the computation within 10 s; it runs without checkpoints"
+            ));
+            break;
+        }
+        // SAFETY: polling our own pipe.
+        let r = unsafe { libc::poll(&mut pfd, 1, left as c_int) };
+        if r < 0 && errno() == libc::EINTR {
+            continue;
+        }
+        if r > 0 {
+            // SAFETY: reading 8 bytes into a u64.
+            let n = unsafe { libc::read(rd, (&mut vpid as *mut u64).cast(), 8) };
+            if n < 0 && errno() == libc::EINTR {
+                continue;
+            }
+        }
+        break;
+    }
+}
 
 /// The child side of a fork: joins the computation and starts its checkpoint thread.
 /// Returns the vpid (0 if the coordinator could not be reached).
@@ -347,36 +485,7 @@ unsafe fn fork_impl(real: Option<ForkFn>, run_atfork_by_hand: bool) -> pid_t {
     // SAFETY: our own pipe.
     unsafe { libc::close(rep[1]) };
     if pid > 0 {
-        let mut pfd = libc::pollfd {
-            fd: rep[0],
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        let deadline = sys::monotonic_ns() + 10_000_000_000;
-        let mut vpid = 0u64;
-        loop {
-            let left = (deadline - sys::monotonic_ns()) / 1_000_000;
-            if left <= 0 {
-                ckpt::log(&format!(
-                    "child {pid} did not join the computation within 10 s; it runs without checkpoints"
-                ));
-                break;
-            }
-            // SAFETY: polling our own pipe.
-            let r = unsafe { libc::poll(&mut pfd, 1, left as c_int) };
-            if r < 0 && errno() == libc::EINTR {
-                continue;
-            }
-            if r > 0 {
-                // SAFETY: reading 8 bytes into a u64.
-                let n = unsafe { libc::read(rep[0], (&mut vpid as *mut u64).cast(), 8) };
-                if n < 0 && errno() == libc::EINTR {
-                    continue;
-                }
-            }
-            break;
-        }
-        let _ = vpid;
+        wait_child_vpid(pid, rep[0]);
     }
     // SAFETY: our own pipe.
     unsafe { libc::close(rep[0]) };

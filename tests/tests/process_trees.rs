@@ -588,3 +588,17 @@ fn tree_programs_run_natively() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A child made with glibc's `clone()` (no CLONE_VM) joins like a forked one: it is listed,
+/// checkpointed and restarted with its pipe to the parent.
+#[test]
+fn clone_child_joins() {
+    tree_scenario(
+        prog("clone_proc", env!("CKPT_PROG_CLONE_PROC"), &["150"], 151),
+        TreeSpec {
+            procs: 2..=2,
+            stable: true,
+            ..TreeSpec::default()
+        },
+    );
+}
