@@ -80,6 +80,87 @@ pub fn set_map(pairs: &[(u64, i32)]) {
     VIRTUAL.store(n > 0, Ordering::Release);
 }
 
+/// Adds (old pid, new pid) of this process's zombie children to `pairs` (restart, checkpoint
+/// thread). In fallback mode ckpt-restart names each recreated zombie
+/// `ZOMBIE_COMM_PREFIX<old pid>`; a zombie keeps its `comm`, which is all we read.
+pub fn zombie_pairs(pairs: &mut Vec<(u64, i32)>) {
+    let mut tasks = Vec::new();
+    let _ = crate::rawdir::list_numeric_dir(c"/proc/self/task", &mut tasks);
+    let pre = ckpt_format::raw::ZOMBIE_COMM_PREFIX;
+    for t in tasks {
+        let Ok(kids) = std::fs::read_to_string(format!("/proc/self/task/{t}/children")) else {
+            continue;
+        };
+        for k in kids.split_whitespace().filter_map(|w| w.parse::<i32>().ok()) {
+            let Ok(comm) = std::fs::read(format!("/proc/{k}/comm")) else {
+                continue;
+            };
+            let old = comm
+                .strip_prefix(pre)
+                .and_then(|d| std::str::from_utf8(d).ok())
+                .and_then(|d| d.trim_end().parse::<u64>().ok());
+            if let Some(old) = old
+                && !pairs.iter().any(|&(v, _)| v == old)
+            {
+                pairs.push((old, k));
+            }
+        }
+    }
+}
+
+/// Kernel pid a reaped child's vpid translates to from then on: above any `pid_max`, so
+/// `kill` & co. fail with `ESRCH` as for any dead process, and never returned by the kernel.
+const GONE: u32 = i32::MAX as u32;
+
+/// Marks the entry of a reaped child (kernel pid `real`) gone: the kernel may give that pid to
+/// a new process, which must not be taken for the old one, and the old vpid must not reach
+/// whatever process now has a kernel pid equal to it.
+fn forget(real: pid_t) {
+    if !virtual_mode() || real <= 0 {
+        return;
+    }
+    let n = N.load(Ordering::Acquire);
+    for e in &MAP[..n] {
+        let x = e.load(Ordering::Relaxed);
+        if x as u32 as pid_t == real {
+            e.store((x & !0xffff_ffff) | GONE as u64, Ordering::Relaxed);
+        }
+    }
+}
+
+/// After a wait call that returned `r` with `status` (may be null) and `options`: whether
+/// the child `r` was reaped (exited or killed, not just stopped or continued).
+///
+/// # Safety
+/// `status` is null or points to the status the call wrote.
+unsafe fn reaped(r: pid_t, status: *const c_int, options: c_int) -> bool {
+    if r <= 0 {
+        return false;
+    }
+    if status.is_null() {
+        return options & (libc::WUNTRACED | libc::WCONTINUED) == 0;
+    }
+    // SAFETY: the caller's status word, just written by the kernel.
+    let st = unsafe { *status };
+    libc::WIFEXITED(st) || libc::WIFSIGNALED(st)
+}
+
+/// Real → virtual of a wait call's result; forgets the child if it was reaped.
+///
+/// # Safety
+/// As [`reaped`].
+unsafe fn waited(r: pid_t, status: *const c_int, options: c_int) -> pid_t {
+    if !virtual_mode() {
+        return r;
+    }
+    let v = r2v(r);
+    // SAFETY: forwarded from the caller.
+    if unsafe { reaped(r, status, options) } {
+        forget(r);
+    }
+    v
+}
+
 /// Virtual → real.
 pub fn v2r(v: pid_t) -> pid_t {
     if !VIRTUAL.load(Ordering::Relaxed) || v <= 0 {
@@ -220,21 +301,27 @@ pub extern "C" fn sigqueue(pid: pid_t, sig: c_int, val: libc::sigval) -> c_int {
 /// Pointers as for the C function.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn waitpid(pid: pid_t, status: *mut c_int, options: c_int) -> pid_t {
-    r2v(call!(real_waitpid(), v2r_signed(pid), status, options))
+    let r = call!(real_waitpid(), v2r_signed(pid), status, options);
+    // SAFETY: `status` is the caller's, as the call used it.
+    unsafe { waited(r, status, options) }
 }
 
 /// # Safety
 /// Pointers as for the C function.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn wait(status: *mut c_int) -> pid_t {
-    r2v(call!(real_wait(), status))
+    let r = call!(real_wait(), status);
+    // SAFETY: as in `waitpid`.
+    unsafe { waited(r, status, 0) }
 }
 
 /// # Safety
 /// Pointers as for the C function.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn wait3(status: *mut c_int, options: c_int, ru: *mut libc::rusage) -> pid_t {
-    r2v(call!(real_wait3(), status, options, ru))
+    let r = call!(real_wait3(), status, options, ru);
+    // SAFETY: as in `waitpid`.
+    unsafe { waited(r, status, options) }
 }
 
 /// # Safety
@@ -246,7 +333,9 @@ pub unsafe extern "C" fn wait4(
     options: c_int,
     ru: *mut libc::rusage,
 ) -> pid_t {
-    r2v(call!(real_wait4(), v2r_signed(pid), status, options, ru))
+    let r = call!(real_wait4(), v2r_signed(pid), status, options, ru);
+    // SAFETY: as in `waitpid`.
+    unsafe { waited(r, status, options) }
 }
 
 /// # Safety
@@ -269,7 +358,14 @@ pub unsafe extern "C" fn waitid(
         // SAFETY: the kernel filled `info`; we rewrite one int field inside it.
         unsafe {
             let p = (info as *mut u8).add(16) as *mut pid_t;
-            *p = r2v(*p);
+            let real = *p;
+            *p = r2v(real);
+            let code = (*info).si_code;
+            if options & libc::WNOWAIT == 0
+                && (code == libc::CLD_EXITED || code == libc::CLD_KILLED || code == libc::CLD_DUMPED)
+            {
+                forget(real);
+            }
         }
     }
     r
