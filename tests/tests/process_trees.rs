@@ -270,6 +270,52 @@ fn shm_counter() {
     tree_scenario(p, spec);
 }
 
+/// `spec` for the fallback restart: every `ckpt-restart` of the scenario without namespaces
+/// (new kernel pids; `plugins/src/pids.rs` translates), the launch and native run as usual.
+/// After each restart it also checks that the processes really got new kernel pids.
+fn without_namespaces((p, mut spec): (Prog, TreeSpec)) -> (Prog, TreeSpec) {
+    spec.restart_env
+        .push(("CKPT_NO_NAMESPACES".to_string(), Some("1".to_string())));
+    let inner = spec.after_restart.take();
+    spec.after_restart = Some(Box::new(move |s, run, live| {
+        let same: Vec<&ListEntry> = live
+            .iter()
+            .filter(|e| e.pid > 0 && e.vpid == e.pid.to_string())
+            .collect();
+        assert!(
+            same.is_empty(),
+            "restart without namespaces: these kept their old pid (was it a namespace restart?): \
+             {same:?}\n{}",
+            s.diagnostics()
+        );
+        if let Some(h) = &inner {
+            h(s, run, live);
+        }
+    }));
+    (p, spec)
+}
+
+/// tree_pipeline through restarts without namespaces: its getpid/getppid checks, kill of the
+/// children, waitid of the zombie and waitpid statuses all go through the pid translation,
+/// also in a tree that was itself restarted that way.
+#[test]
+fn tree_pipeline_no_namespaces() {
+    let (p, spec) = without_namespaces(tree_pipeline_prog());
+    tree_scenario(p, spec);
+}
+
+#[test]
+fn shared_fd_no_namespaces() {
+    let (p, spec) = without_namespaces(shared_fd_prog());
+    tree_scenario(p, spec);
+}
+
+#[test]
+fn shm_counter_no_namespaces() {
+    let (p, spec) = without_namespaces(shm_counter_prog());
+    tree_scenario(p, spec);
+}
+
 /// 100 checkpoints back to back while proc_churn forks, execs and reaps (1000 rounds, ~11 s
 /// natively: long enough that it still runs after the loop, as frozen time does not count for
 /// its sleeps: each checkpoint costs it only the gap between two checkpoints);
