@@ -230,6 +230,36 @@ real_fns! {
     real_tcgetpgrp, TCGETPGRP, c"tcgetpgrp", TcgetpgrpFn;
     real_tcsetpgrp, TCSETPGRP, c"tcsetpgrp", TcsetpgrpFn;
     real_sigqueue, SIGQUEUE, c"sigqueue", SigqueueFn;
+    real_gettid, GETTID, c"gettid", GettidFn;
+    real_tgkill, TGKILL, c"tgkill", TgkillFn;
+    real_pidfd_open, PIDFD_OPEN, c"pidfd_open", PidfdOpenFn;
+    real_open, OPEN, c"open", OpenFn;
+    real_open64, OPEN64, c"open64", OpenFn;
+    real_open_2, OPEN_2, c"__open_2", Open2Fn;
+    real_open64_2, OPEN64_2, c"__open64_2", Open2Fn;
+    real_openat, OPENAT, c"openat", OpenatFn;
+    real_openat64, OPENAT64, c"openat64", OpenatFn;
+    real_openat_2, OPENAT_2, c"__openat_2", Openat2Fn;
+    real_openat64_2, OPENAT64_2, c"__openat64_2", Openat2Fn;
+    real_fopen, FOPEN, c"fopen", FopenFn;
+    real_fopen64, FOPEN64, c"fopen64", FopenFn;
+    real_opendir, OPENDIR, c"opendir", OpendirFn;
+    real_stat, STAT, c"stat", StatFn;
+    real_stat64, STAT64, c"stat64", StatFn;
+    real_lstat, LSTAT, c"lstat", StatFn;
+    real_lstat64, LSTAT64, c"lstat64", StatFn;
+    real_fstatat, FSTATAT, c"fstatat", FstatatFn;
+    real_fstatat64, FSTATAT64, c"fstatat64", FstatatFn;
+    real_xstat, XSTAT, c"__xstat", XstatFn;
+    real_xstat64, XSTAT64, c"__xstat64", XstatFn;
+    real_lxstat, LXSTAT, c"__lxstat", XstatFn;
+    real_lxstat64, LXSTAT64, c"__lxstat64", XstatFn;
+    real_access, ACCESS, c"access", AccessFn;
+    real_readlink, READLINK, c"readlink", ReadlinkFn;
+    real_readlinkat, READLINKAT, c"readlinkat", ReadlinkatFn;
+    real_fcntl, FCNTL, c"fcntl", FcntlFn;
+    real_fcntl64, FCNTL64, c"fcntl64", FcntlFn;
+    real_getsockopt, GETSOCKOPT, c"getsockopt", GetsockoptFn;
 }
 
 /// Resolves the real functions (constructor).
@@ -384,4 +414,600 @@ pub extern "C" fn tcgetpgrp(fd: c_int) -> pid_t {
 #[unsafe(no_mangle)]
 pub extern "C" fn tcsetpgrp(fd: c_int, pgrp: pid_t) -> c_int {
     call!(real_tcsetpgrp(), fd, v2r(pgrp))
+}
+
+// ---- siginfo: si_pid of delivered signals -----------------------------------------------
+
+/// Byte offsets in a raw `siginfo_t` (x86_64): `si_signo`, `si_code`, `si_pid`.
+const SI_SIGNO: usize = 0;
+const SI_CODE: usize = 8;
+const SI_PID: usize = 16;
+
+/// Whether `si_pid` holds a pid for this signal and code: the sender of `kill`, `sigqueue`,
+/// `tgkill`, `mq_notify`, or the child of a `SIGCHLD` from the kernel. (For other codes the
+/// same bytes are a fault address, a timer id, a band, ...)
+fn carries_pid(sig: c_int, code: c_int) -> bool {
+    matches!(
+        code,
+        libc::SI_USER | libc::SI_QUEUE | libc::SI_TKILL | libc::SI_MESGQ
+    ) || (sig == libc::SIGCHLD && (libc::CLD_EXITED..=libc::CLD_CONTINUED).contains(&code))
+}
+
+/// Rewrites `si_pid` of `info` (a raw siginfo, null allowed) real → virtual.
+///
+/// # Safety
+/// `info` is null or points to a writable 128-byte siginfo.
+pub unsafe fn siginfo_to_virtual(info: *mut siginfo_t) {
+    if !virtual_mode() || info.is_null() {
+        return;
+    }
+    let b = info as *mut u8;
+    // SAFETY: the fields lie inside the 128-byte siginfo the caller vouches for.
+    unsafe {
+        let sig = *(b.add(SI_SIGNO) as *const c_int);
+        let code = *(b.add(SI_CODE) as *const c_int);
+        if carries_pid(sig, code) {
+            let p = b.add(SI_PID) as *mut pid_t;
+            *p = r2v(*p);
+        }
+    }
+}
+
+/// The program's `SA_SIGINFO` handlers by signal number; the kernel has
+/// [`siginfo_trampoline`] instead, which translates `si_pid` and calls them.
+static HANDLERS: [AtomicUsize; 65] = [const { AtomicUsize::new(0) }; 65];
+
+type InfoHandler = unsafe extern "C" fn(c_int, *mut siginfo_t, *mut libc::c_void);
+
+/// What the kernel runs for a program's `SA_SIGINFO` handler: `si_pid` real → virtual (only
+/// after a restart with new pids; one relaxed load otherwise), then the program's handler.
+extern "C" fn siginfo_trampoline(sig: c_int, info: *mut siginfo_t, ctx: *mut libc::c_void) {
+    // SAFETY: the kernel's siginfo for this delivery, on our signal frame.
+    unsafe { siginfo_to_virtual(info) };
+    let h = handler_slot(sig).map_or(0, |s| s.load(Ordering::Acquire));
+    if h != libc::SIG_DFL && h != libc::SIG_IGN && h != libc::SIG_ERR {
+        // SAFETY: the program installed `h` as an SA_SIGINFO handler for `sig`.
+        unsafe { std::mem::transmute::<usize, InfoHandler>(h)(sig, info, ctx) };
+    }
+}
+
+fn trampoline_addr() -> usize {
+    siginfo_trampoline as InfoHandler as usize
+}
+
+fn handler_slot(sig: c_int) -> Option<&'static AtomicUsize> {
+    usize::try_from(sig).ok().and_then(|i| HANDLERS.get(i))
+}
+
+/// For the `sigaction` wrapper, on the action about to be installed for `sig`: an
+/// `SA_SIGINFO` handler is remembered and replaced by [`siginfo_trampoline`]. Returns the
+/// program's previous handler, for [`unwrap_old_action`].
+pub fn wrap_action(sig: c_int, a: &mut libc::sigaction) -> usize {
+    let Some(slot) = handler_slot(sig) else {
+        return 0;
+    };
+    let prev = slot.load(Ordering::Acquire);
+    let h = a.sa_sigaction;
+    if a.sa_flags & libc::SA_SIGINFO != 0
+        && h != libc::SIG_DFL
+        && h != libc::SIG_IGN
+        && h != trampoline_addr()
+        && (1..=64).contains(&sig)
+    {
+        slot.store(h, Ordering::Release);
+        a.sa_sigaction = trampoline_addr();
+    }
+    prev
+}
+
+/// The program's handler for `sig` as it installed it (for a `sigaction` that only queries).
+pub fn program_handler(sig: c_int) -> usize {
+    handler_slot(sig).map_or(0, |s| s.load(Ordering::Acquire))
+}
+
+/// A handler the kernel reported for `sig` as the program knows it: [`siginfo_trampoline`]
+/// becomes `prev`, the program's handler at the time of the call.
+pub fn unwrap_handler(h: usize, prev: usize) -> usize {
+    if h == trampoline_addr() { prev } else { h }
+}
+
+// ---- thread ids, /proc paths, fcntl owners, peer credentials ----------------------------
+
+type GettidFn = unsafe extern "C" fn() -> pid_t;
+type TgkillFn = unsafe extern "C" fn(pid_t, pid_t, c_int) -> c_int;
+type PidfdOpenFn = unsafe extern "C" fn(pid_t, libc::c_uint) -> c_int;
+type OpenFn = unsafe extern "C" fn(*const libc::c_char, c_int, ...) -> c_int;
+type OpenatFn = unsafe extern "C" fn(c_int, *const libc::c_char, c_int, ...) -> c_int;
+type Open2Fn = unsafe extern "C" fn(*const libc::c_char, c_int) -> c_int;
+type Openat2Fn = unsafe extern "C" fn(c_int, *const libc::c_char, c_int) -> c_int;
+type FopenFn = unsafe extern "C" fn(*const libc::c_char, *const libc::c_char) -> *mut libc::FILE;
+type OpendirFn = unsafe extern "C" fn(*const libc::c_char) -> *mut libc::DIR;
+type StatFn = unsafe extern "C" fn(*const libc::c_char, *mut libc::stat) -> c_int;
+type FstatatFn = unsafe extern "C" fn(c_int, *const libc::c_char, *mut libc::stat, c_int) -> c_int;
+type XstatFn = unsafe extern "C" fn(c_int, *const libc::c_char, *mut libc::stat) -> c_int;
+type AccessFn = unsafe extern "C" fn(*const libc::c_char, c_int) -> c_int;
+type ReadlinkFn =
+    unsafe extern "C" fn(*const libc::c_char, *mut libc::c_char, libc::size_t) -> libc::ssize_t;
+type ReadlinkatFn = unsafe extern "C" fn(
+    c_int,
+    *const libc::c_char,
+    *mut libc::c_char,
+    libc::size_t,
+) -> libc::ssize_t;
+type FcntlFn = unsafe extern "C" fn(c_int, c_int, ...) -> c_int;
+type GetsockoptFn = unsafe extern "C" fn(
+    c_int,
+    c_int,
+    c_int,
+    *mut libc::c_void,
+    *mut libc::socklen_t,
+) -> c_int;
+
+
+/// glibc's `gettid()`: the main thread's tid is the pid, so it is virtual like `getpid()`.
+/// Other threads' tids are the kernel's (not translated; `pthread_kill` & co. use glibc's
+/// own copy of the kernel tid and need no translation).
+#[unsafe(no_mangle)]
+pub extern "C" fn gettid() -> pid_t {
+    let t = match real_gettid() {
+        // SAFETY: glibc's gettid, no arguments.
+        Some(f) => unsafe { f() },
+        // SAFETY: the raw syscall, no arguments.
+        None => unsafe { libc::syscall(libc::SYS_gettid) as pid_t },
+    };
+    r2v(t)
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn tgkill(tgid: pid_t, tid: pid_t, sig: c_int) -> c_int {
+    // The main thread's tid is its (virtual) pid; other tids are the kernel's.
+    let rt = if tid == tgid { v2r(tid) } else { tid };
+    call!(real_tgkill(), v2r(tgid), rt, sig)
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn pidfd_open(pid: pid_t, flags: libc::c_uint) -> c_int {
+    call!(real_pidfd_open(), v2r(pid), flags)
+}
+
+/// Room for a translated path (PATH_MAX).
+const PATH_BUF: usize = 4096;
+
+/// Parses the decimal pid at the start of `s`; returns (pid, digits), None if `s` does not
+/// start with 1..=10 digits or the value is not a pid.
+fn leading_pid(s: &[u8]) -> Option<(pid_t, usize)> {
+    let n = s.iter().take_while(|c| c.is_ascii_digit()).count();
+    if n == 0 || n > 10 || s[0] == b'0' {
+        return None;
+    }
+    let v = s[..n]
+        .iter()
+        .fold(0i64, |v, &c| v * 10 + i64::from(c - b'0'));
+    (v <= i64::from(i32::MAX)).then_some((v as pid_t, n))
+}
+
+/// Appends the decimal `v` to `out` at `*len`; false if it does not fit.
+fn push_pid(out: &mut [u8], len: &mut usize, v: pid_t) -> bool {
+    let mut d = [0u8; 10];
+    let (mut x, mut n) = (v.max(0) as u32, 0);
+    loop {
+        d[n] = b'0' + (x % 10) as u8;
+        n += 1;
+        x /= 10;
+        if x == 0 {
+            break;
+        }
+    }
+    if *len + n > out.len() {
+        return false;
+    }
+    for (i, c) in d[..n].iter().rev().enumerate() {
+        out[*len + i] = *c;
+    }
+    *len += n;
+    true
+}
+
+/// `/proc/<vpid>[/task/<vpid>][/rest]` → the same path with real pids, into `buf`; null if
+/// `path` needs no translation (no translation active, another path, an unknown pid, too
+/// long).
+///
+/// # Safety
+/// `path` is null or a NUL-terminated string.
+unsafe fn proc_path(path: *const libc::c_char, buf: &mut [u8; PATH_BUF]) -> *const libc::c_char {
+    if !virtual_mode() || path.is_null() {
+        return std::ptr::null();
+    }
+    // SAFETY: NUL-terminated per the contract.
+    let s = unsafe { std::ffi::CStr::from_ptr(path) }.to_bytes();
+    let Some(rest) = s.strip_prefix(b"/proc/") else {
+        return std::ptr::null();
+    };
+    let Some((v, n)) = leading_pid(rest) else {
+        return std::ptr::null();
+    };
+    if !matches!(rest.get(n), None | Some(b'/')) {
+        return std::ptr::null();
+    }
+    let r = v2r(v);
+    if r == v {
+        return std::ptr::null();
+    }
+    let mut tail = &rest[n..];
+    let mut len = 0;
+    buf[..6].copy_from_slice(b"/proc/");
+    len += 6;
+    if !push_pid(buf, &mut len, r) {
+        return std::ptr::null();
+    }
+    // The main thread of a process: /proc/<pid>/task/<pid>.
+    if let Some(t) = tail.strip_prefix(b"/task/")
+        && let Some((tv, tn)) = leading_pid(t)
+        && tv == v
+        && matches!(t.get(tn), None | Some(b'/'))
+    {
+        if len + 6 > buf.len() {
+            return std::ptr::null();
+        }
+        buf[len..len + 6].copy_from_slice(b"/task/");
+        len += 6;
+        if !push_pid(buf, &mut len, r) {
+            return std::ptr::null();
+        }
+        tail = &t[tn..];
+    }
+    if len + tail.len() + 1 > buf.len() {
+        return std::ptr::null();
+    }
+    buf[len..len + tail.len()].copy_from_slice(tail);
+    buf[len + tail.len()] = 0;
+    buf.as_ptr().cast()
+}
+
+/// `$path` translated if it names `/proc/<vpid>`, else unchanged (evaluates to a pointer
+/// valid as long as the `$buf` local).
+macro_rules! xlate_path {
+    ($path:expr, $buf:ident) => {{
+        // SAFETY: the caller's path, NUL-terminated as the C function requires.
+        let t = unsafe { proc_path($path, &mut $buf) };
+        if t.is_null() { $path } else { t }
+    }};
+}
+
+macro_rules! path_wrappers {
+    ($( $name:ident, $real:ident, ($($a:ident: $t:ty),*) -> $ret:ty, $err:expr, |$p:ident = $path:ident| ($($call:expr),*); )*) => {
+        $(
+            /// # Safety
+            /// Same contract as the C function.
+            #[unsafe(no_mangle)]
+            pub unsafe extern "C" fn $name($($a: $t),*) -> $ret {
+                let Some(f) = $real() else {
+                    // SAFETY: glibc's thread-local errno.
+                    unsafe { *libc::__errno_location() = libc::ENOSYS };
+                    return $err;
+                };
+                let mut buf = [0u8; PATH_BUF];
+                let $p = if virtual_mode() { xlate_path!($path, buf) } else { $path };
+                // SAFETY: glibc's function with the caller's arguments (path translated).
+                unsafe { f($($call),*) }
+            }
+        )*
+    };
+}
+
+path_wrappers! {
+    __open_2, real_open_2, (path: *const libc::c_char, flags: c_int) -> c_int, -1,
+        |p = path| (p, flags);
+    __open64_2, real_open64_2, (path: *const libc::c_char, flags: c_int) -> c_int, -1,
+        |p = path| (p, flags);
+    __openat_2, real_openat_2, (dirfd: c_int, path: *const libc::c_char, flags: c_int) -> c_int,
+        -1, |p = path| (dirfd, p, flags);
+    __openat64_2, real_openat64_2,
+        (dirfd: c_int, path: *const libc::c_char, flags: c_int) -> c_int, -1,
+        |p = path| (dirfd, p, flags);
+    fopen, real_fopen, (path: *const libc::c_char, mode: *const libc::c_char) -> *mut libc::FILE,
+        std::ptr::null_mut(), |p = path| (p, mode);
+    fopen64, real_fopen64,
+        (path: *const libc::c_char, mode: *const libc::c_char) -> *mut libc::FILE,
+        std::ptr::null_mut(), |p = path| (p, mode);
+    opendir, real_opendir, (path: *const libc::c_char) -> *mut libc::DIR, std::ptr::null_mut(),
+        |p = path| (p);
+    stat, real_stat, (path: *const libc::c_char, st: *mut libc::stat) -> c_int, -1, |p = path| (p, st);
+    stat64, real_stat64, (path: *const libc::c_char, st: *mut libc::stat) -> c_int, -1,
+        |p = path| (p, st);
+    lstat, real_lstat, (path: *const libc::c_char, st: *mut libc::stat) -> c_int, -1,
+        |p = path| (p, st);
+    lstat64, real_lstat64, (path: *const libc::c_char, st: *mut libc::stat) -> c_int, -1,
+        |p = path| (p, st);
+    fstatat, real_fstatat,
+        (dirfd: c_int, path: *const libc::c_char, st: *mut libc::stat, flags: c_int) -> c_int, -1,
+        |p = path| (dirfd, p, st, flags);
+    fstatat64, real_fstatat64,
+        (dirfd: c_int, path: *const libc::c_char, st: *mut libc::stat, flags: c_int) -> c_int, -1,
+        |p = path| (dirfd, p, st, flags);
+    __xstat, real_xstat, (ver: c_int, path: *const libc::c_char, st: *mut libc::stat) -> c_int,
+        -1, |p = path| (ver, p, st);
+    __xstat64, real_xstat64,
+        (ver: c_int, path: *const libc::c_char, st: *mut libc::stat) -> c_int, -1,
+        |p = path| (ver, p, st);
+    __lxstat, real_lxstat, (ver: c_int, path: *const libc::c_char, st: *mut libc::stat) -> c_int,
+        -1, |p = path| (ver, p, st);
+    __lxstat64, real_lxstat64,
+        (ver: c_int, path: *const libc::c_char, st: *mut libc::stat) -> c_int, -1,
+        |p = path| (ver, p, st);
+    access, real_access, (path: *const libc::c_char, mode: c_int) -> c_int, -1, |p = path| (p, mode);
+}
+
+/// `open`, `open64`: the mode is a variadic argument, present when `O_CREAT` or `O_TMPFILE`
+/// is set. It arrives in the register of a third fixed argument (x86_64 SysV; see
+/// /work/shared/research/rust-notes.md §1.4, method A) and is passed on only then.
+macro_rules! open_wrappers {
+    ($($name:ident, $real:ident;)*) => {
+        $(
+            /// # Safety
+            /// Same contract as the C function.
+            #[unsafe(no_mangle)]
+            pub unsafe extern "C" fn $name(
+                path: *const libc::c_char,
+                flags: c_int,
+                mode: libc::c_uint,
+            ) -> c_int {
+                let Some(f) = $real() else {
+                    // SAFETY: glibc's thread-local errno.
+                    unsafe { *libc::__errno_location() = libc::ENOSYS };
+                    return -1;
+                };
+                let mut buf = [0u8; PATH_BUF];
+                let p = if virtual_mode() { xlate_path!(path, buf) } else { path };
+                // SAFETY: glibc's variadic function; `mode` only when the caller passed one.
+                unsafe {
+                    if flags & libc::O_CREAT != 0 || flags & libc::O_TMPFILE == libc::O_TMPFILE {
+                        f(p, flags, mode)
+                    } else {
+                        f(p, flags)
+                    }
+                }
+            }
+        )*
+    };
+}
+
+open_wrappers! {
+    open, real_open;
+    open64, real_open64;
+}
+
+macro_rules! openat_wrappers {
+    ($($name:ident, $real:ident;)*) => {
+        $(
+            /// # Safety
+            /// Same contract as the C function (mode as for `open`).
+            #[unsafe(no_mangle)]
+            pub unsafe extern "C" fn $name(
+                dirfd: c_int,
+                path: *const libc::c_char,
+                flags: c_int,
+                mode: libc::c_uint,
+            ) -> c_int {
+                let Some(f) = $real() else {
+                    // SAFETY: glibc's thread-local errno.
+                    unsafe { *libc::__errno_location() = libc::ENOSYS };
+                    return -1;
+                };
+                let mut buf = [0u8; PATH_BUF];
+                let p = if virtual_mode() { xlate_path!(path, buf) } else { path };
+                // SAFETY: glibc's variadic function; `mode` only when the caller passed one.
+                unsafe {
+                    if flags & libc::O_CREAT != 0 || flags & libc::O_TMPFILE == libc::O_TMPFILE {
+                        f(dirfd, p, flags, mode)
+                    } else {
+                        f(dirfd, p, flags)
+                    }
+                }
+            }
+        )*
+    };
+}
+
+openat_wrappers! {
+    openat, real_openat;
+    openat64, real_openat64;
+}
+
+/// After `readlink` of `/proc/self` or `/proc/thread-self`, whose targets name our pid (and
+/// tid): the kernel's pid in the result becomes the virtual one. Returns the new length.
+///
+/// # Safety
+/// `path` NUL-terminated; `out` holds `len` bytes the call wrote, room for `cap`.
+unsafe fn readlink_result(
+    path: *const libc::c_char,
+    out: *mut libc::c_char,
+    len: libc::ssize_t,
+    cap: libc::size_t,
+) -> libc::ssize_t {
+    if len <= 0 || path.is_null() || out.is_null() {
+        return len;
+    }
+    // SAFETY: per the contract.
+    let p = unsafe { std::ffi::CStr::from_ptr(path) }.to_bytes();
+    if p != b"/proc/self" && p != b"/proc/thread-self" {
+        return len;
+    }
+    // SAFETY: per the contract.
+    let got = unsafe { std::slice::from_raw_parts(out as *const u8, len as usize) };
+    let Some((r, n)) = leading_pid(got) else {
+        return len;
+    };
+    let v = r2v(r);
+    if v == r {
+        return len;
+    }
+    let mut tmp = [0u8; 64];
+    let mut l = 0;
+    if !push_pid(&mut tmp, &mut l, v) || l + got.len() - n > tmp.len() {
+        return len;
+    }
+    tmp[l..l + got.len() - n].copy_from_slice(&got[n..]);
+    l += got.len() - n;
+    let l = l.min(cap);
+    // SAFETY: `out` has room for `cap` bytes.
+    unsafe { std::ptr::copy_nonoverlapping(tmp.as_ptr(), out as *mut u8, l) };
+    l as libc::ssize_t
+}
+
+/// # Safety
+/// Same contract as the C function.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn readlink(
+    path: *const libc::c_char,
+    out: *mut libc::c_char,
+    cap: libc::size_t,
+) -> libc::ssize_t {
+    let Some(f) = real_readlink() else {
+        // SAFETY: glibc's thread-local errno.
+        unsafe { *libc::__errno_location() = libc::ENOSYS };
+        return -1;
+    };
+    if !virtual_mode() {
+        // SAFETY: the caller's arguments.
+        return unsafe { f(path, out, cap) };
+    }
+    let mut buf = [0u8; PATH_BUF];
+    let p = xlate_path!(path, buf);
+    // SAFETY: the caller's arguments, the path translated; then our fix-up of the result.
+    unsafe { readlink_result(path, out, f(p, out, cap), cap) }
+}
+
+/// # Safety
+/// Same contract as the C function.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn readlinkat(
+    dirfd: c_int,
+    path: *const libc::c_char,
+    out: *mut libc::c_char,
+    cap: libc::size_t,
+) -> libc::ssize_t {
+    let Some(f) = real_readlinkat() else {
+        // SAFETY: glibc's thread-local errno.
+        unsafe { *libc::__errno_location() = libc::ENOSYS };
+        return -1;
+    };
+    if !virtual_mode() {
+        // SAFETY: the caller's arguments.
+        return unsafe { f(dirfd, path, out, cap) };
+    }
+    let mut buf = [0u8; PATH_BUF];
+    let p = xlate_path!(path, buf);
+    // SAFETY: the caller's arguments, the path translated; then our fix-up of the result.
+    unsafe { readlink_result(path, out, f(dirfd, p, out, cap), cap) }
+}
+
+const F_SETOWN_EX: c_int = 15;
+const F_GETOWN_EX: c_int = 16;
+
+/// `struct f_owner_ex` (not in the libc crate).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct FOwnerEx {
+    kind: c_int,
+    pid: pid_t,
+}
+
+/// `fcntl`'s owner commands: `F_SETOWN` (pid, or -pgid) virtual → real, `F_GETOWN` real →
+/// virtual, the `pid` of `struct f_owner_ex` for `F_SETOWN_EX`/`F_GETOWN_EX` likewise (a
+/// thread owner's tid: only the main thread's). The third argument is variadic: read as
+/// the register of a third fixed argument (x86_64 SysV, method A of rust-notes.md §1.4),
+/// as glibc itself reads it (one `unsigned long`-sized word, int or pointer).
+///
+/// # Safety
+/// Same contract as the C function.
+unsafe fn fcntl_impl(f: Option<FcntlFn>, fd: c_int, cmd: c_int, arg: libc::c_ulong) -> c_int {
+    let Some(f) = f else {
+        // SAFETY: glibc's thread-local errno.
+        unsafe { *libc::__errno_location() = libc::ENOSYS };
+        return -1;
+    };
+    if !virtual_mode() {
+        // SAFETY: glibc's fcntl with the caller's three words.
+        return unsafe { f(fd, cmd, arg) };
+    }
+    match cmd {
+        libc::F_SETOWN => {
+            let who = arg as c_int;
+            let w = if who < 0 { -v2r(-who) } else { v2r(who) };
+            // SAFETY: as above, the owner translated.
+            unsafe { f(fd, cmd, w as libc::c_ulong) }
+        }
+        libc::F_GETOWN => {
+            // SAFETY: as above.
+            let r = unsafe { f(fd, cmd, arg) };
+            if r < -1 { -r2v(-r) } else { r2v(r) }
+        }
+        F_SETOWN_EX | F_GETOWN_EX if arg != 0 => {
+            let p = arg as *mut FOwnerEx;
+            if cmd == F_GETOWN_EX {
+                // SAFETY: the caller's struct, which the kernel fills.
+                let r = unsafe { f(fd, cmd, arg) };
+                if r == 0 {
+                    // SAFETY: as above.
+                    unsafe { (*p).pid = r2v((*p).pid) };
+                }
+                return r;
+            }
+            // SAFETY: the caller's struct, read; a translated copy is passed.
+            let mut o = unsafe { std::ptr::read(p) };
+            o.pid = v2r(o.pid);
+            // SAFETY: our copy lives across the call.
+            unsafe { f(fd, cmd, &mut o as *mut FOwnerEx as libc::c_ulong) }
+        }
+        // SAFETY: glibc's fcntl with the caller's three words.
+        _ => unsafe { f(fd, cmd, arg) },
+    }
+}
+
+/// # Safety
+/// Same contract as the C function.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: libc::c_ulong) -> c_int {
+    // SAFETY: forwarded contract.
+    unsafe { fcntl_impl(real_fcntl(), fd, cmd, arg) }
+}
+
+/// # Safety
+/// Same contract as the C function.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fcntl64(fd: c_int, cmd: c_int, arg: libc::c_ulong) -> c_int {
+    // SAFETY: forwarded contract.
+    unsafe { fcntl_impl(real_fcntl64(), fd, cmd, arg) }
+}
+
+/// `SO_PEERCRED`: the peer's pid real → virtual.
+///
+/// # Safety
+/// Same contract as the C function.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn getsockopt(
+    fd: c_int,
+    level: c_int,
+    name: c_int,
+    val: *mut libc::c_void,
+    len: *mut libc::socklen_t,
+) -> c_int {
+    let r = call!(real_getsockopt(), fd, level, name, val, len);
+    if r == 0
+        && virtual_mode()
+        && level == libc::SOL_SOCKET
+        && name == libc::SO_PEERCRED
+        && !val.is_null()
+        && !len.is_null()
+        // SAFETY: the caller's length word, just written by the kernel.
+        && unsafe { *len } as usize >= std::mem::size_of::<libc::ucred>()
+    {
+        // SAFETY: the kernel filled a `struct ucred` there.
+        unsafe {
+            let c = val as *mut libc::ucred;
+            (*c).pid = r2v((*c).pid);
+        }
+    }
+    r
 }

@@ -48,6 +48,19 @@ fn tree_pipeline_prog() -> (Prog, TreeSpec) {
     )
 }
 
+/// Parent and child checking every view of a pid (si_pid, gettid, tgkill, /proc paths,
+/// F_GETOWN, SO_PEERCRED, sigqueue/sigtimedwait).
+fn pid_views_prog() -> (Prog, TreeSpec) {
+    (
+        prog("pid_views", env!("CKPT_PROG_PID_VIEWS"), &[], 301),
+        TreeSpec {
+            procs: 2..=2,
+            stable: true,
+            ..TreeSpec::default()
+        },
+    )
+}
+
 /// bash with a background job, a pipeline into awk, sort; children come and go.
 fn bash_pipeline_prog() -> (Prog, TreeSpec) {
     (
@@ -305,6 +318,21 @@ fn tree_pipeline_no_namespaces() {
 }
 
 #[test]
+fn pid_views() {
+    let (p, spec) = pid_views_prog();
+    tree_scenario(p, spec);
+}
+
+/// pid_views through restarts without namespaces: si_pid in SA_SIGINFO handlers and
+/// sigtimedwait, gettid/tgkill, /proc/<pid> paths, F_SETOWN/F_GETOWN and SO_PEERCRED are
+/// translated.
+#[test]
+fn pid_views_no_namespaces() {
+    let (p, spec) = without_namespaces(pid_views_prog());
+    tree_scenario(p, spec);
+}
+
+#[test]
 fn shared_fd_no_namespaces() {
     let (p, spec) = without_namespaces(shared_fd_prog());
     tree_scenario(p, spec);
@@ -437,6 +465,7 @@ fn tree_programs_run_natively() {
     let _ = std::fs::remove_dir_all(&dir);
     let all = [
         tree_pipeline_prog(),
+        pid_views_prog(),
         bash_pipeline_prog(),
         make_j2_prog(),
         mp_pool_prog(),

@@ -1,0 +1,232 @@
+/* Process-tree test program: every way a program sees a pid must agree, before and after any
+ * restart (docs/process-trees.md, "Virtual pids").
+ *
+ * The parent P forks one child C. They take 300 steps (15 ms apart); in each:
+ *   P: kill(C, SIGUSR1), then writes the step number to C through a pipe.
+ *   C: reads it, waits (up to 5 s) for its SA_SIGINFO handler to have seen that many SIGUSR1s,
+ *      then checks (one digit each, 1 = as expected):
+ *        h  the last SIGUSR1's si_pid is its parent (getppid() at fork)
+ *        t  gettid() == getpid() in the main thread; tgkill(getpid(), gettid(), SIGUSR2) runs
+ *           its handler with si_pid == getpid() and si_code SI_TKILL
+ *        p  /proc/<getppid()>/comm reads "pid_views" (open), fopen("/proc/<getpid()>/status")
+ *           works, stat("/proc/<pid>/task/<pid>") works, readlink("/proc/self") is getpid()
+ *        o  fcntl(F_SETOWN, getpid()) then F_GETOWN gives getpid(); same with -getpgrp()
+ *        c  SO_PEERCRED of a fresh socketpair names getpid()
+ *      then sigqueue(getppid(), SIGUSR2, step) and sends its digits back to P.
+ *   P: sigtimedwait for that SIGUSR2 (blocked in P): si_pid must be C (fork's value) with
+ *      si_code SI_QUEUE and the step as value (digit q); /proc/<C>/comm reads "pid_views"
+ *      (digit p); then prints "step N child htpoc parent qp".
+ * At the end P closes the pipe, C exits 5, P prints "child exit 5" (waitpid must return the
+ * pid fork returned). 301 lines, exit status 0; runs ~5 s. C never prints. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define STEPS 300
+
+static volatile sig_atomic_t n_usr1, usr1_pid, usr1_code;
+static volatile sig_atomic_t n_usr2, usr2_pid, usr2_code;
+
+static void on_usr1(int s, siginfo_t *si, void *ctx) {
+    (void)s;
+    (void)ctx;
+    usr1_pid = si->si_pid;
+    usr1_code = si->si_code;
+    n_usr1++;
+}
+
+static void on_usr2(int s, siginfo_t *si, void *ctx) {
+    (void)s;
+    (void)ctx;
+    usr2_pid = si->si_pid;
+    usr2_code = si->si_code;
+    n_usr2++;
+}
+
+static void die(const char *what) {
+    fprintf(stderr, "pid_views[%d]: %s: %s\n", (int)getpid(), what, strerror(errno));
+    _exit(99);
+}
+
+static void sleep_ms(long ms) {
+    struct timespec t = {ms / 1000, (ms % 1000) * 1000000L};
+    while (nanosleep(&t, &t) != 0 && errno == EINTR) {
+    }
+}
+
+static int read_full(int fd, void *buf, size_t n) {
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = read(fd, (char *)buf + got, n - got);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) die("read");
+        if (r == 0) return 0;
+        got += (size_t)r;
+    }
+    return 1;
+}
+
+static void write_full(int fd, const void *buf, size_t n) {
+    size_t done = 0;
+    while (done < n) {
+        ssize_t r = write(fd, (const char *)buf + done, n - done);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) die("write");
+        done += (size_t)r;
+    }
+}
+
+/* /proc/<pid>/comm is "pid_views". */
+static int comm_ok(pid_t pid) {
+    char path[64], buf[64];
+    snprintf(path, sizeof path, "/proc/%d/comm", (int)pid);
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) return 0;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0) return 0;
+    buf[n] = 0;
+    return strcmp(buf, "pid_views\n") == 0;
+}
+
+static int proc_ok(pid_t me, pid_t parent) {
+    char path[96], buf[64];
+    if (!comm_ok(parent)) return 0;
+    snprintf(path, sizeof path, "/proc/%d/status", (int)me);
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    fclose(f);
+    struct stat st;
+    snprintf(path, sizeof path, "/proc/%d/task/%d", (int)me, (int)me);
+    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode)) return 0;
+    ssize_t n = readlink("/proc/self", buf, sizeof buf - 1);
+    if (n <= 0) return 0;
+    buf[n] = 0;
+    return atoi(buf) == (int)me;
+}
+
+static int owner_ok(int fd, pid_t me) {
+    if (fcntl(fd, F_SETOWN, me) != 0 || fcntl(fd, F_GETOWN) != me) return 0;
+    pid_t g = getpgrp();
+    if (fcntl(fd, F_SETOWN, -g) != 0 || fcntl(fd, F_GETOWN) != -g) return 0;
+    return fcntl(fd, F_SETOWN, 0) == 0;
+}
+
+static int peercred_ok(pid_t me) {
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0) return 0;
+    struct ucred c;
+    socklen_t len = sizeof c;
+    int ok = getsockopt(sv[0], SOL_SOCKET, SO_PEERCRED, &c, &len) == 0 && c.pid == me;
+    close(sv[0]);
+    close(sv[1]);
+    return ok;
+}
+
+static int child(int in, int out, pid_t parent) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = on_usr2;
+    sa.sa_flags = SA_SIGINFO | SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGUSR2, &sa, NULL) != 0) die("sigaction SIGUSR2");
+    sigset_t s;
+    sigemptyset(&s);
+    sigaddset(&s, SIGUSR2);
+    if (sigprocmask(SIG_UNBLOCK, &s, NULL) != 0) die("sigprocmask");
+    /* The action reads back as installed. */
+    struct sigaction old;
+    if (sigaction(SIGUSR2, NULL, &old) != 0 || old.sa_sigaction != on_usr2) {
+        errno = EINVAL;
+        die("sigaction reads back another handler");
+    }
+    for (;;) {
+        int step;
+        if (!read_full(in, &step, sizeof step)) break;
+        for (int w = 0; n_usr1 < step && w < 5000; w++) sleep_ms(1);
+        pid_t me = getpid();
+        char d[6];
+        /* SI_QUEUE: a SIGUSR1 pending at a checkpoint is queued again that way. */
+        d[0] = '0' + (n_usr1 == step && usr1_pid == parent && getppid() == parent &&
+                      (usr1_code == SI_USER || usr1_code == SI_QUEUE));
+        int before = n_usr2;
+        int t = gettid() == me && syscall(SYS_gettid) > 0 && tgkill(me, gettid(), SIGUSR2) == 0;
+        d[1] = '0' + (t && n_usr2 == before + 1 && usr2_pid == me && usr2_code == SI_TKILL);
+        d[2] = '0' + proc_ok(me, parent);
+        d[3] = '0' + owner_ok(out, me);
+        d[4] = '0' + peercred_ok(me);
+        d[5] = 0;
+        union sigval v = {.sival_int = step};
+        if (sigqueue(getppid(), SIGUSR2, v) != 0) die("sigqueue");
+        write_full(out, d, sizeof d);
+    }
+    return 5;
+}
+
+int main(void) {
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = on_usr1;
+    sa.sa_flags = SA_SIGINFO | SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGUSR1, &sa, NULL) != 0) die("sigaction"); /* inherited by the child */
+    sigset_t s2;
+    sigemptyset(&s2);
+    sigaddset(&s2, SIGUSR2);
+    if (sigprocmask(SIG_BLOCK, &s2, NULL) != 0) die("sigprocmask");
+
+    int down[2], up[2];
+    if (pipe(down) || pipe(up)) die("pipe");
+    pid_t self = getpid();
+    pid_t kid = fork();
+    if (kid < 0) die("fork");
+    if (kid == 0) {
+        close(down[1]);
+        close(up[0]);
+        if (getppid() != self) _exit(97);
+        _exit(child(down[0], up[1], self));
+    }
+    close(down[0]);
+    close(up[1]);
+    for (int step = 1; step <= STEPS; step++) {
+        if (kill(kid, SIGUSR1) != 0) die("kill");
+        write_full(down[1], &step, sizeof step);
+        siginfo_t si;
+        struct timespec tmo = {5, 0};
+        int q;
+        do {
+            memset(&si, 0, sizeof si);
+            q = sigtimedwait(&s2, &si, &tmo);
+        } while (q < 0 && errno == EINTR);
+        int qok = q == SIGUSR2 && si.si_pid == kid && si.si_code == SI_QUEUE &&
+                  si.si_value.sival_int == step;
+        char d[6];
+        if (!read_full(up[0], d, sizeof d)) {
+            errno = EPIPE;
+            die("child gone");
+        }
+        printf("step %d child %s parent %d%d\n", step, d, qok,
+               comm_ok(kid) && getpid() == self);
+        sleep_ms(15);
+    }
+    close(down[1]);
+    int st;
+    pid_t w;
+    while ((w = waitpid(kid, &st, 0)) < 0)
+        if (errno != EINTR) die("waitpid");
+    printf("child %s %d\n", w == kid ? "exit" : "wrong-pid",
+           WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+    return 0;
+}
