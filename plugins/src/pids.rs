@@ -200,6 +200,24 @@ fn virtual_mode() -> bool {
     VIRTUAL.load(Ordering::Relaxed)
 }
 
+thread_local! {
+    /// Set on the checkpoint thread: ckpt's own code names processes by kernel pid
+    /// (`/proc/<peer>/fd`, `kill(own pid)`), which the wrappers must pass through untouched.
+    static KERNEL_PIDS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Marks the calling thread (the checkpoint thread, when it starts) as one whose calls of
+/// `kill`-like functions and `/proc/<pid>` paths already use kernel pids.
+pub fn kernel_pids_on_this_thread() {
+    KERNEL_PIDS.with(|c| c.set(true));
+}
+
+/// Whether a wrapper translates pids coming from the caller: a restart gave new pids and
+/// the caller is program code (not the checkpoint thread).
+fn translate_args() -> bool {
+    virtual_mode() && !KERNEL_PIDS.with(|c| c.get())
+}
+
 type PidFn = unsafe extern "C" fn() -> pid_t;
 type PidPidFn = unsafe extern "C" fn(pid_t) -> pid_t;
 type KillFn = unsafe extern "C" fn(pid_t, c_int) -> c_int;
@@ -314,12 +332,14 @@ pub extern "C" fn getsid(pid: pid_t) -> pid_t {
 
 #[unsafe(no_mangle)]
 pub extern "C" fn kill(pid: pid_t, sig: c_int) -> c_int {
-    call!(real_kill(), v2r_signed(pid), sig)
+    let pid = if translate_args() { v2r_signed(pid) } else { pid };
+    call!(real_kill(), pid, sig)
 }
 
 #[unsafe(no_mangle)]
 pub extern "C" fn killpg(pgrp: pid_t, sig: c_int) -> c_int {
-    call!(real_killpg(), v2r(pgrp), sig)
+    let pgrp = if translate_args() { v2r(pgrp) } else { pgrp };
+    call!(real_killpg(), pgrp, sig)
 }
 
 #[unsafe(no_mangle)]
@@ -615,7 +635,7 @@ fn push_pid(out: &mut [u8], len: &mut usize, v: pid_t) -> bool {
 /// # Safety
 /// `path` is null or a NUL-terminated string.
 unsafe fn proc_path(path: *const libc::c_char, buf: &mut [u8; PATH_BUF]) -> *const libc::c_char {
-    if !virtual_mode() || path.is_null() {
+    if !translate_args() || path.is_null() {
         return std::ptr::null();
     }
     // SAFETY: NUL-terminated per the contract.

@@ -183,6 +183,7 @@ pub(crate) fn start_ckpt_thread(mut worker: ckpt::Worker) {
         .stack_size(1 << 20)
         .spawn(move || {
             restart::record_ckpt_thread();
+            ckpt_plugins::pids::kernel_pids_on_this_thread();
             ckpt::block_signals_in_ckpt_thread();
             worker.run();
         });
