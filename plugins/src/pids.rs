@@ -455,6 +455,8 @@ fn carries_pid(sig: c_int, code: c_int) -> bool {
 
 /// Rewrites `si_pid` of `info` (a raw siginfo, null allowed) real → virtual.
 ///
+/// Async-signal-safe (atomic loads only).
+///
 /// # Safety
 /// `info` is null or points to a writable 128-byte siginfo.
 pub unsafe fn siginfo_to_virtual(info: *mut siginfo_t) {
@@ -462,13 +464,14 @@ pub unsafe fn siginfo_to_virtual(info: *mut siginfo_t) {
         return;
     }
     let b = info as *mut u8;
-    // SAFETY: the fields lie inside the 128-byte siginfo the caller vouches for.
+    // SAFETY: the fields lie inside the 128-byte siginfo the caller vouches for (which may
+    // be a byte buffer: unaligned accesses).
     unsafe {
-        let sig = *(b.add(SI_SIGNO) as *const c_int);
-        let code = *(b.add(SI_CODE) as *const c_int);
+        let sig = std::ptr::read_unaligned(b.add(SI_SIGNO) as *const c_int);
+        let code = std::ptr::read_unaligned(b.add(SI_CODE) as *const c_int);
         if carries_pid(sig, code) {
             let p = b.add(SI_PID) as *mut pid_t;
-            *p = r2v(*p);
+            std::ptr::write_unaligned(p, r2v(std::ptr::read_unaligned(p)));
         }
     }
 }

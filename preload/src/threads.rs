@@ -142,6 +142,9 @@ fn save_private_pending(s: &Slot) {
             if sys::take_pending(set, &mut arr[n]) == 0 {
                 break;
             }
+            // The sender's pid as the program knows it, right after any later restart too.
+            // SAFETY: a 128-byte siginfo just filled by the kernel.
+            unsafe { ckpt_plugins::pids::siginfo_to_virtual(arr[n].as_mut_ptr().cast()) };
             n += 1;
         }
     }
