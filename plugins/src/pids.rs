@@ -567,9 +567,9 @@ type GetsockoptFn = unsafe extern "C" fn(
 ) -> c_int;
 
 
-/// glibc's `gettid()`: the main thread's tid is the pid, so it is virtual like `getpid()`.
-/// Other threads' tids are the kernel's (not translated; `pthread_kill` & co. use glibc's
-/// own copy of the kernel tid and need no translation).
+/// glibc's `gettid()`: virtual like `getpid()` (the main thread's tid is the pid; the
+/// threads a restart recreated are in the table with their old tids). `pthread_kill` & co.
+/// use glibc's own copy of the kernel tid and need no translation.
 #[unsafe(no_mangle)]
 pub extern "C" fn gettid() -> pid_t {
     let t = match real_gettid() {
@@ -583,9 +583,7 @@ pub extern "C" fn gettid() -> pid_t {
 
 #[unsafe(no_mangle)]
 pub extern "C" fn tgkill(tgid: pid_t, tid: pid_t, sig: c_int) -> c_int {
-    // The main thread's tid is its (virtual) pid; other tids are the kernel's.
-    let rt = if tid == tgid { v2r(tid) } else { tid };
-    call!(real_tgkill(), v2r(tgid), rt, sig)
+    call!(real_tgkill(), v2r(tgid), v2r(tid), sig)
 }
 
 #[unsafe(no_mangle)]
@@ -631,7 +629,7 @@ fn push_pid(out: &mut [u8], len: &mut usize, v: pid_t) -> bool {
     true
 }
 
-/// `/proc/<vpid>[/task/<vpid>][/rest]` → the same path with real pids, into `buf`; null if
+/// `/proc/<vpid>[/task/<vtid>][/rest]` → the same path with real ids, into `buf`; null if
 /// `path` needs no translation (no translation active, another path, an unknown pid, too
 /// long).
 ///
@@ -646,6 +644,25 @@ unsafe fn proc_path(path: *const libc::c_char, buf: &mut [u8; PATH_BUF]) -> *con
     let Some(rest) = s.strip_prefix(b"/proc/") else {
         return std::ptr::null();
     };
+    if let Some(t) = rest.strip_prefix(b"self/task/") {
+        // One of our threads: /proc/self/task/<vtid>.
+        let Some((tv, tn)) = leading_pid(t) else {
+            return std::ptr::null();
+        };
+        let tr = v2r(tv);
+        let tail = &t[tn..];
+        let mut len = 16;
+        if tr == tv || !matches!(tail.first(), None | Some(b'/')) {
+            return std::ptr::null();
+        }
+        buf[..len].copy_from_slice(b"/proc/self/task/");
+        if !push_pid(buf, &mut len, tr) || len + tail.len() + 1 > buf.len() {
+            return std::ptr::null();
+        }
+        buf[len..len + tail.len()].copy_from_slice(tail);
+        buf[len + tail.len()] = 0;
+        return buf.as_ptr().cast();
+    }
     let Some((v, n)) = leading_pid(rest) else {
         return std::ptr::null();
     };
@@ -663,10 +680,9 @@ unsafe fn proc_path(path: *const libc::c_char, buf: &mut [u8; PATH_BUF]) -> *con
     if !push_pid(buf, &mut len, r) {
         return std::ptr::null();
     }
-    // The main thread of a process: /proc/<pid>/task/<pid>.
+    // A thread: /proc/<pid>/task/<tid>.
     if let Some(t) = tail.strip_prefix(b"/task/")
         && let Some((tv, tn)) = leading_pid(t)
-        && tv == v
         && matches!(t.get(tn), None | Some(b'/'))
     {
         if len + 6 > buf.len() {
@@ -674,7 +690,7 @@ unsafe fn proc_path(path: *const libc::c_char, buf: &mut [u8; PATH_BUF]) -> *con
         }
         buf[len..len + 6].copy_from_slice(b"/task/");
         len += 6;
-        if !push_pid(buf, &mut len, r) {
+        if !push_pid(buf, &mut len, v2r(tv)) {
             return std::ptr::null();
         }
         tail = &t[tn..];

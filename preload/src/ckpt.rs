@@ -695,6 +695,16 @@ impl Worker {
                             }
                             // Our zombie children, recreated with new pids in fallback mode.
                             ckpt_plugins::pids::zombie_pairs(&mut pairs);
+                            // Our threads' tids (each recreated thread stored its new one).
+                            for s in crate::threads::parked_slots() {
+                                let v = s.vtid.load(std::sync::atomic::Ordering::Acquire);
+                                if v > 0 && v as u64 != self.vpid {
+                                    pairs.push((
+                                        v as u64,
+                                        s.tid.load(std::sync::atomic::Ordering::Acquire),
+                                    ));
+                                }
+                            }
                             ckpt_plugins::pids::set_map(&pairs);
                         }
                         Err(e) => log(&format!("restart barrier: {e}")),

@@ -15,12 +15,16 @@
  *      then sigqueue(getppid(), SIGUSR2, step) and sends its digits back to P.
  *   P: sigtimedwait for that SIGUSR2 (blocked in P): si_pid must be C (fork's value) with
  *      si_code SI_QUEUE and the step as value (digit q); /proc/<C>/comm reads "pid_views"
- *      (digit p); then prints "step N child htpoc parent qp".
+ *      (digit p); a second thread W of P (started after the fork) saved its gettid() at
+ *      start: tgkill(getpid(), W's tid, SIGWINCH) runs the handler in W, where gettid() is
+ *      still that tid, W's own gettid() never changed, and /proc/<pid>/task/<W's tid> and
+ *      /proc/self/task/<W's tid> exist (digit w); then prints "step N child htpoc parent qpw".
  * At the end P closes the pipe, C exits 5, P prints "child exit 5" (waitpid must return the
  * pid fork returned). 301 lines, exit status 0; runs ~5 s. C never prints. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,6 +56,40 @@ static void on_usr2(int s, siginfo_t *si, void *ctx) {
     usr2_pid = si->si_pid;
     usr2_code = si->si_code;
     n_usr2++;
+}
+
+static volatile pid_t helper_tid;
+static volatile sig_atomic_t helper_ok = 1, winch_n, winch_tid_ok = 1;
+
+static void on_winch(int s) {
+    (void)s;
+    if (gettid() != helper_tid) winch_tid_ok = 0;
+    winch_n++;
+}
+
+static void sleep_ms(long ms);
+
+static void *helper(void *a) {
+    (void)a;
+    helper_tid = gettid();
+    for (;;) {
+        if (gettid() != helper_tid) helper_ok = 0;
+        sleep_ms(5);
+    }
+    return NULL;
+}
+
+static int thread_ok(int step) {
+    pid_t me = getpid(), t = helper_tid;
+    if (tgkill(me, t, SIGWINCH) != 0) return 0;
+    for (int w = 0; winch_n < step && w < 5000; w++) sleep_ms(1);
+    char path[96];
+    struct stat st;
+    snprintf(path, sizeof path, "/proc/%d/task/%d", (int)me, (int)t);
+    if (stat(path, &st) != 0) return 0;
+    snprintf(path, sizeof path, "/proc/self/task/%d/stat", (int)t);
+    if (access(path, R_OK) != 0) return 0;
+    return winch_n == step && winch_tid_ok && helper_ok;
 }
 
 static void die(const char *what) {
@@ -200,6 +238,15 @@ int main(void) {
     }
     close(down[0]);
     close(up[1]);
+    struct sigaction sw;
+    memset(&sw, 0, sizeof sw);
+    sw.sa_handler = on_winch;
+    sw.sa_flags = SA_RESTART;
+    sigemptyset(&sw.sa_mask);
+    if (sigaction(SIGWINCH, &sw, NULL) != 0) die("sigaction SIGWINCH");
+    pthread_t th;
+    if (pthread_create(&th, NULL, helper, NULL) != 0) die("pthread_create");
+    while (helper_tid == 0) sleep_ms(1);
     for (int step = 1; step <= STEPS; step++) {
         if (kill(kid, SIGUSR1) != 0) die("kill");
         write_full(down[1], &step, sizeof step);
@@ -217,8 +264,8 @@ int main(void) {
             errno = EPIPE;
             die("child gone");
         }
-        printf("step %d child %s parent %d%d\n", step, d, qok,
-               comm_ok(kid) && getpid() == self);
+        printf("step %d child %s parent %d%d%d\n", step, d, qok,
+               comm_ok(kid) && getpid() == self, thread_ok(step));
         sleep_ms(15);
     }
     close(down[1]);
