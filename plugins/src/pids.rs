@@ -278,6 +278,17 @@ real_fns! {
     real_fcntl, FCNTL, c"fcntl", FcntlFn;
     real_fcntl64, FCNTL64, c"fcntl64", FcntlFn;
     real_getsockopt, GETSOCKOPT, c"getsockopt", GetsockoptFn;
+    real_sched_setaffinity, SCHED_SETAFFINITY, c"sched_setaffinity", AffinityFn;
+    real_sched_getaffinity, SCHED_GETAFFINITY, c"sched_getaffinity", AffinityFn;
+    real_sched_setscheduler, SCHED_SETSCHEDULER, c"sched_setscheduler", SetschedFn;
+    real_sched_getscheduler, SCHED_GETSCHEDULER, c"sched_getscheduler", GetschedFn;
+    real_sched_setparam, SCHED_SETPARAM, c"sched_setparam", SchedParamFn;
+    real_sched_getparam, SCHED_GETPARAM, c"sched_getparam", SchedParamFn;
+    real_sched_rr_get_interval, SCHED_RR_GET_INTERVAL, c"sched_rr_get_interval", RrFn;
+    real_getpriority, GETPRIORITY, c"getpriority", GetprioFn;
+    real_setpriority, SETPRIORITY, c"setpriority", SetprioFn;
+    real_prlimit, PRLIMIT, c"prlimit", PrlimitFn;
+    real_prlimit64, PRLIMIT64, c"prlimit64", PrlimitFn;
 }
 
 /// Resolves the real functions (constructor).
@@ -558,6 +569,15 @@ type ReadlinkatFn = unsafe extern "C" fn(
     libc::size_t,
 ) -> libc::ssize_t;
 type FcntlFn = unsafe extern "C" fn(c_int, c_int, ...) -> c_int;
+type AffinityFn = unsafe extern "C" fn(pid_t, libc::size_t, *mut libc::cpu_set_t) -> c_int;
+type SetschedFn = unsafe extern "C" fn(pid_t, c_int, *const libc::sched_param) -> c_int;
+type GetschedFn = unsafe extern "C" fn(pid_t) -> c_int;
+type SchedParamFn = unsafe extern "C" fn(pid_t, *mut libc::sched_param) -> c_int;
+type RrFn = unsafe extern "C" fn(pid_t, *mut libc::timespec) -> c_int;
+type GetprioFn = unsafe extern "C" fn(c_int, libc::id_t) -> c_int;
+type SetprioFn = unsafe extern "C" fn(c_int, libc::id_t, c_int) -> c_int;
+type PrlimitFn =
+    unsafe extern "C" fn(pid_t, c_int, *const libc::rlimit64, *mut libc::rlimit64) -> c_int;
 type GetsockoptFn = unsafe extern "C" fn(
     c_int,
     c_int,
@@ -1049,4 +1069,110 @@ pub unsafe extern "C" fn getsockopt(
         }
     }
     r
+}
+
+// ---- other calls naming a process or thread by id ---------------------------------------
+
+/// `sched_*` calls take a pid or tid (0 = the caller).
+///
+/// # Safety
+/// Pointers as for the C function.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sched_setaffinity(
+    pid: pid_t,
+    size: libc::size_t,
+    set: *mut libc::cpu_set_t,
+) -> c_int {
+    call!(real_sched_setaffinity(), v2r(pid), size, set)
+}
+
+/// # Safety
+/// Pointers as for the C function.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sched_getaffinity(
+    pid: pid_t,
+    size: libc::size_t,
+    set: *mut libc::cpu_set_t,
+) -> c_int {
+    call!(real_sched_getaffinity(), v2r(pid), size, set)
+}
+
+/// # Safety
+/// Pointers as for the C function.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sched_setscheduler(
+    pid: pid_t,
+    policy: c_int,
+    p: *const libc::sched_param,
+) -> c_int {
+    call!(real_sched_setscheduler(), v2r(pid), policy, p)
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn sched_getscheduler(pid: pid_t) -> c_int {
+    call!(real_sched_getscheduler(), v2r(pid))
+}
+
+/// # Safety
+/// Pointers as for the C function.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sched_setparam(pid: pid_t, p: *mut libc::sched_param) -> c_int {
+    call!(real_sched_setparam(), v2r(pid), p)
+}
+
+/// # Safety
+/// Pointers as for the C function.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sched_getparam(pid: pid_t, p: *mut libc::sched_param) -> c_int {
+    call!(real_sched_getparam(), v2r(pid), p)
+}
+
+/// # Safety
+/// Pointers as for the C function.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sched_rr_get_interval(pid: pid_t, t: *mut libc::timespec) -> c_int {
+    call!(real_sched_rr_get_interval(), v2r(pid), t)
+}
+
+/// The id of `PRIO_PROCESS` (a pid or tid) and `PRIO_PGRP` (a group) virtual → real.
+fn prio_id(which: c_int, who: libc::id_t) -> libc::id_t {
+    if which == libc::PRIO_PROCESS as c_int || which == libc::PRIO_PGRP as c_int {
+        v2r(who as pid_t) as libc::id_t
+    } else {
+        who
+    }
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn getpriority(which: c_int, who: libc::id_t) -> c_int {
+    call!(real_getpriority(), which, prio_id(which, who))
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn setpriority(which: c_int, who: libc::id_t, prio: c_int) -> c_int {
+    call!(real_setpriority(), which, prio_id(which, who), prio)
+}
+
+/// # Safety
+/// Pointers as for the C function.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn prlimit(
+    pid: pid_t,
+    res: c_int,
+    new: *const libc::rlimit64,
+    old: *mut libc::rlimit64,
+) -> c_int {
+    call!(real_prlimit(), v2r(pid), res, new, old)
+}
+
+/// # Safety
+/// Pointers as for the C function.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn prlimit64(
+    pid: pid_t,
+    res: c_int,
+    new: *const libc::rlimit64,
+    old: *mut libc::rlimit64,
+) -> c_int {
+    call!(real_prlimit64(), v2r(pid), res, new, old)
 }

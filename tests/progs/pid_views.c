@@ -12,13 +12,15 @@
  *           works, stat("/proc/<pid>/task/<pid>") works, readlink("/proc/self") is getpid()
  *        o  fcntl(F_SETOWN, getpid()) then F_GETOWN gives getpid(); same with -getpgrp()
  *        c  SO_PEERCRED of a fresh socketpair names getpid()
+ *        s  sched_getaffinity, sched_getscheduler, getpriority(PRIO_PROCESS) and prlimit
+ *           accept getpid() (ESRCH if it named no process)
  *      then sigqueue(getppid(), SIGUSR2, step) and sends its digits back to P.
  *   P: sigtimedwait for that SIGUSR2 (blocked in P): si_pid must be C (fork's value) with
  *      si_code SI_QUEUE and the step as value (digit q); /proc/<C>/comm reads "pid_views"
  *      (digit p); a second thread W of P (started after the fork) saved its gettid() at
  *      start: tgkill(getpid(), W's tid, SIGWINCH) runs the handler in W, where gettid() is
  *      still that tid, W's own gettid() never changed, and /proc/<pid>/task/<W's tid> and
- *      /proc/self/task/<W's tid> exist (digit w); then prints "step N child htpoc parent qpw".
+ *      /proc/self/task/<W's tid> exist (digit w); then prints "step N child htpocs parent qpw".
  * At the end P closes the pipe, C exits 5, P prints "child exit 5" (waitpid must return the
  * pid fork returned). 301 lines, exit status 0; runs ~5 s. C never prints. */
 #define _GNU_SOURCE
@@ -29,6 +31,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sched.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -172,6 +176,15 @@ static int peercred_ok(pid_t me) {
     return ok;
 }
 
+static int sched_ok(pid_t me) {
+    cpu_set_t cs;
+    struct rlimit rl;
+    errno = 0;
+    int prio = getpriority(PRIO_PROCESS, (id_t)me);
+    return sched_getaffinity(me, sizeof cs, &cs) == 0 && sched_getscheduler(me) >= 0 &&
+           !(prio == -1 && errno != 0) && prlimit(me, RLIMIT_NOFILE, NULL, &rl) == 0;
+}
+
 static int child(int in, int out, pid_t parent) {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -194,7 +207,7 @@ static int child(int in, int out, pid_t parent) {
         if (!read_full(in, &step, sizeof step)) break;
         for (int w = 0; n_usr1 < step && w < 5000; w++) sleep_ms(1);
         pid_t me = getpid();
-        char d[6];
+        char d[7];
         /* SI_QUEUE: a SIGUSR1 pending at a checkpoint is queued again that way. */
         d[0] = '0' + (n_usr1 == step && usr1_pid == parent && getppid() == parent &&
                       (usr1_code == SI_USER || usr1_code == SI_QUEUE));
@@ -204,7 +217,8 @@ static int child(int in, int out, pid_t parent) {
         d[2] = '0' + proc_ok(me, parent);
         d[3] = '0' + owner_ok(out, me);
         d[4] = '0' + peercred_ok(me);
-        d[5] = 0;
+        d[5] = '0' + sched_ok(me);
+        d[6] = 0;
         union sigval v = {.sival_int = step};
         if (sigqueue(getppid(), SIGUSR2, v) != 0) die("sigqueue");
         write_full(out, d, sizeof d);
@@ -259,7 +273,7 @@ int main(void) {
         } while (q < 0 && errno == EINTR);
         int qok = q == SIGUSR2 && si.si_pid == kid && si.si_code == SI_QUEUE &&
                   si.si_value.sival_int == step;
-        char d[6];
+        char d[7];
         if (!read_full(up[0], d, sizeof d)) {
             errno = EPIPE;
             die("child gone");
