@@ -1,22 +1,58 @@
 //! Virtual pids: the pids a program of the computation sees stay the same across restarts.
 //!
-//! A process's vpid is the pid it had when it joined. In the default restart (one user+pid
-//! namespace for the whole tree, every process recreated with `clone3(set_tid)`) real pids
-//! *are* the old pids, so nothing is translated: every wrapper here is one relaxed load and a
-//! tail call. After a restart **without** namespaces (`CKPT_NO_NAMESPACES=1`, or no
-//! unprivileged user namespaces) processes get new kernel pids; each restarted process learns
-//! every (vpid → new pid) pair at the restart barrier ([`set_map`]) and the wrappers translate
-//! pids passed in (`kill`, `waitpid`, `setpgid`, …: virtual → real) and pids returned
-//! (`getpid`, `getppid`, `wait*`, `getpgid`, …: real → virtual). Process groups and sessions
-//! are named by their leader's pid, so the same table translates them.
+//! A process's vpid is the pid it had when it joined; a thread's virtual tid is the tid it had
+//! when it was created. In the default restart (one user+pid namespace for the whole tree,
+//! every process and thread recreated with `clone3(set_tid)`) kernel ids *are* the old ids,
+//! so nothing is translated: every wrapper here is one relaxed load and a tail call. After a
+//! restart **without** namespaces (`CKPT_NO_NAMESPACES=1`, or no unprivileged user
+//! namespaces) processes and threads get new kernel ids. Each restarted process then installs
+//! one table ([`set_map`], before user threads run) of (virtual → kernel) pairs: every
+//! process of the computation (all-gathered at the restart barrier), its own zombie children
+//! (ckpt-restart names each recreated zombie `ckptz:<old pid>`, see [`zombie_pairs`]) and its
+//! own recreated threads (each stores its new tid in its thread slot). Tids and pids share the
+//! kernel's id space, and process groups and sessions are named by their leader's pid, so the
+//! one table translates them all. The image header records pid, pgid, sid and zombie pids
+//! virtual, so the next restart plans the same tree.
 //!
-//! Not translated (documented in docs/process-trees.md): thread ids, `/proc/<pid>` paths,
-//! `si_pid` in signal handlers and signalfd, `SO_PEERCRED`, `F_GETOWN`, raw `syscall()`; pids of
-//! zombies recreated in fallback mode; a child forked after a fallback restart whose new pid
-//! equals some old vpid.
+//! Translated (virtual → kernel for ids passed in, kernel → virtual for ids returned):
+//! - `getpid`, `getppid`, `gettid`, `getpgrp`, `getpgid`, `getsid`, `setpgid`, `tcgetpgrp`,
+//!   `tcsetpgrp`; `kill`, `killpg`, `sigqueue`, `tgkill`, `pidfd_open`; `wait`, `waitpid`,
+//!   `wait3`, `wait4`, `waitid` (also `si_pid`); a reaped child's vpid then maps to a pid
+//!   above `pid_max` (`ESRCH`), not to whatever process reuses its kernel pid.
+//! - `si_pid` of signals: `SA_SIGINFO` handlers run behind [`siginfo_trampoline`] (installed
+//!   by the `sigaction` wrapper in `signals.rs`; old actions and `signal`/`sigset` results
+//!   show the program's handler); `sigwaitinfo`/`sigtimedwait` results; signals pending at a
+//!   checkpoint are saved with the virtual sender pid (process- and thread-directed). Only
+//!   for codes that carry a pid (`SI_USER`, `SI_QUEUE`, `SI_TKILL`, `SI_MESGQ`, `SIGCHLD`).
+//! - Paths `/proc/<vpid>[/task/<vtid>]/...` and `/proc/self/task/<vtid>/...` in `open`,
+//!   `open64`, `__open_2`, `openat`, `__openat_2` (and the 64 variants), `fopen`, `fopen64`,
+//!   `opendir`, `stat`, `lstat`, `fstatat` (and 64), `__xstat`, `__lxstat` (and 64),
+//!   `access`, `readlink`, `readlinkat`; `readlink("/proc/self")` answers the vpid.
+//! - `fcntl`/`fcntl64` `F_SETOWN`/`F_GETOWN` (pid or -pgid) and `F_SETOWN_EX`/`F_GETOWN_EX`;
+//!   `getsockopt(SO_PEERCRED)`; `sched_{set,get}affinity`, `sched_{set,get}scheduler`,
+//!   `sched_{set,get}param`, `sched_rr_get_interval`, `getpriority`/`setpriority`
+//!   (`PRIO_PROCESS`, `PRIO_PGRP`), `prlimit`, `prlimit64`.
 //!
-//! Wrappers run on user threads: no allocation, no locks (the table is a fixed array of atomics
-//! in static memory, inherited across fork and restored with memory).
+//! Not translated (docs/process-trees.md): raw `syscall()` and anything else that reaches the
+//! kernel without these symbols (glibc-internal calls, static programs, inline asm); the
+//! *contents* of `/proc` files (`/proc/<pid>/stat`'s ppid, `status`'s `Pid:`, `/proc/*/children`)
+//! and `/proc` paths relative to a directory fd (`openat(proc_fd, "123/stat")`), `statx`,
+//! `faccessat`, `execve` of a `/proc` path, `chdir`; `signalfd` reads (signalfds are not
+//! checkpointed at all); `SCM_CREDENTIALS`; `process_vm_readv/writev`, `ptrace`,
+//! `pidfd_send_signal` on a pid; `ioprio_*` (no glibc wrapper). Collisions: a process or thread
+//! created after a restart without namespaces gets a kernel id, which is also its virtual id;
+//! if that number equals an old virtual id still in the table, calls naming it reach the old
+//! process, and a kernel id of an exited thread reused by a new process or thread reads back
+//! as the old thread's. (ckpt's own checkpoint thread passes kernel ids through untouched.)
+//!
+//! `fcntl` and `open`/`openat` are variadic: the wrappers take the optional argument as a
+//! fixed third (fourth) argument, which on x86_64 SysV arrives in the same register, and pass
+//! it on only when the command uses one (`O_CREAT`/`O_TMPFILE` for the mode; rust-notes.md
+//! §1.4, method A).
+//!
+//! Wrappers run on user threads, also in signal handlers: no allocation, no locks (the table
+//! is a fixed array of atomics in static memory, inherited across fork and restored with
+//! memory; paths are rewritten into a stack buffer).
 
 use crate::api::real_fns;
 use libc::{c_int, id_t, idtype_t, pid_t, siginfo_t};
@@ -91,7 +127,10 @@ pub fn zombie_pairs(pairs: &mut Vec<(u64, i32)>) {
         let Ok(kids) = std::fs::read_to_string(format!("/proc/self/task/{t}/children")) else {
             continue;
         };
-        for k in kids.split_whitespace().filter_map(|w| w.parse::<i32>().ok()) {
+        for k in kids
+            .split_whitespace()
+            .filter_map(|w| w.parse::<i32>().ok())
+        {
             let Ok(comm) = std::fs::read(format!("/proc/{k}/comm")) else {
                 continue;
             };
@@ -343,7 +382,11 @@ pub extern "C" fn getsid(pid: pid_t) -> pid_t {
 
 #[unsafe(no_mangle)]
 pub extern "C" fn kill(pid: pid_t, sig: c_int) -> c_int {
-    let pid = if translate_args() { v2r_signed(pid) } else { pid };
+    let pid = if translate_args() {
+        v2r_signed(pid)
+    } else {
+        pid
+    };
     call!(real_kill(), pid, sig)
 }
 
@@ -423,7 +466,9 @@ pub unsafe extern "C" fn waitid(
             *p = r2v(real);
             let code = (*info).si_code;
             if options & libc::WNOWAIT == 0
-                && (code == libc::CLD_EXITED || code == libc::CLD_KILLED || code == libc::CLD_DUMPED)
+                && (code == libc::CLD_EXITED
+                    || code == libc::CLD_KILLED
+                    || code == libc::CLD_DUMPED)
             {
                 forget(real);
             }
@@ -578,14 +623,8 @@ type GetprioFn = unsafe extern "C" fn(c_int, libc::id_t) -> c_int;
 type SetprioFn = unsafe extern "C" fn(c_int, libc::id_t, c_int) -> c_int;
 type PrlimitFn =
     unsafe extern "C" fn(pid_t, c_int, *const libc::rlimit64, *mut libc::rlimit64) -> c_int;
-type GetsockoptFn = unsafe extern "C" fn(
-    c_int,
-    c_int,
-    c_int,
-    *mut libc::c_void,
-    *mut libc::socklen_t,
-) -> c_int;
-
+type GetsockoptFn =
+    unsafe extern "C" fn(c_int, c_int, c_int, *mut libc::c_void, *mut libc::socklen_t) -> c_int;
 
 /// glibc's `gettid()`: virtual like `getpid()` (the main thread's tid is the pid; the
 /// threads a restart recreated are in the table with their old tids). `pthread_kill` & co.
