@@ -784,8 +784,13 @@ macro_rules! path_wrappers {
                     unsafe { *libc::__errno_location() = libc::ENOSYS };
                     return $err;
                 };
+                if !virtual_mode() {
+                    let $p = $path;
+                    // SAFETY: glibc's function with the caller's arguments.
+                    return unsafe { f($($call),*) };
+                }
                 let mut buf = [0u8; PATH_BUF];
-                let $p = if virtual_mode() { xlate_path!($path, buf) } else { $path };
+                let $p = xlate_path!($path, buf);
                 // SAFETY: glibc's function with the caller's arguments (path translated).
                 unsafe { f($($call),*) }
             }
@@ -855,16 +860,16 @@ macro_rules! open_wrappers {
                     unsafe { *libc::__errno_location() = libc::ENOSYS };
                     return -1;
                 };
-                let mut buf = [0u8; PATH_BUF];
-                let p = if virtual_mode() { xlate_path!(path, buf) } else { path };
-                // SAFETY: glibc's variadic function; `mode` only when the caller passed one.
-                unsafe {
-                    if flags & libc::O_CREAT != 0 || flags & libc::O_TMPFILE == libc::O_TMPFILE {
-                        f(p, flags, mode)
-                    } else {
-                        f(p, flags)
-                    }
+                let with_mode =
+                    flags & libc::O_CREAT != 0 || flags & libc::O_TMPFILE == libc::O_TMPFILE;
+                if !virtual_mode() {
+                    // SAFETY: glibc's variadic function; `mode` only when the caller passed one.
+                    return unsafe { if with_mode { f(path, flags, mode) } else { f(path, flags) } };
                 }
+                let mut buf = [0u8; PATH_BUF];
+                let p = xlate_path!(path, buf);
+                // SAFETY: as above, the path translated.
+                unsafe { if with_mode { f(p, flags, mode) } else { f(p, flags) } }
             }
         )*
     };
@@ -892,16 +897,18 @@ macro_rules! openat_wrappers {
                     unsafe { *libc::__errno_location() = libc::ENOSYS };
                     return -1;
                 };
-                let mut buf = [0u8; PATH_BUF];
-                let p = if virtual_mode() { xlate_path!(path, buf) } else { path };
-                // SAFETY: glibc's variadic function; `mode` only when the caller passed one.
-                unsafe {
-                    if flags & libc::O_CREAT != 0 || flags & libc::O_TMPFILE == libc::O_TMPFILE {
-                        f(dirfd, p, flags, mode)
-                    } else {
-                        f(dirfd, p, flags)
-                    }
+                let with_mode =
+                    flags & libc::O_CREAT != 0 || flags & libc::O_TMPFILE == libc::O_TMPFILE;
+                if !virtual_mode() {
+                    // SAFETY: glibc's variadic function; `mode` only when the caller passed one.
+                    return unsafe {
+                        if with_mode { f(dirfd, path, flags, mode) } else { f(dirfd, path, flags) }
+                    };
                 }
+                let mut buf = [0u8; PATH_BUF];
+                let p = xlate_path!(path, buf);
+                // SAFETY: as above, the path translated.
+                unsafe { if with_mode { f(dirfd, p, flags, mode) } else { f(dirfd, p, flags) } }
             }
         )*
     };
