@@ -98,8 +98,9 @@ pub fn outer_pid() -> Option<i32> {
 /// Whether any vpid differs from its real pid (fallback restart happened).
 static VIRTUAL: AtomicBool = AtomicBool::new(false);
 const MAX: usize = 4096;
-/// `vpid << 32 | real`, entries `0..N`.
+/// `vpid << 32 | real`, entries `0..N` (0: none; lookups skip it, as they take only ids > 0).
 static MAP: [AtomicU64; MAX] = [const { AtomicU64::new(0) }; MAX];
+/// Entries in use or reserved by [`add_pair`] (which fills its entry after reserving it).
 static N: AtomicUsize = AtomicUsize::new(0);
 
 /// Installs the table (restart, before user threads run): pairs (vpid, real pid) of every
@@ -112,8 +113,27 @@ pub fn set_map(pairs: &[(u64, i32)]) {
             n += 1;
         }
     }
-    N.store(n, Ordering::Release);
+    let old = N.swap(n, Ordering::AcqRel);
+    for e in MAP.iter().take(old.min(MAX)).skip(n) {
+        e.store(0, Ordering::Relaxed);
+    }
     VIRTUAL.store(n > 0, Ordering::Release);
+}
+
+/// Adds one (vpid, kernel pid) pair (a forked child whose kernel pid was already some
+/// process's vpid, so the coordinator gave it another vpid). Lock-free: reserves an entry,
+/// then fills it.
+pub fn add_pair(v: u64, r: i32) {
+    if v == r as u64 || r <= 0 || v > u32::MAX as u64 {
+        return;
+    }
+    let i = N.fetch_add(1, Ordering::AcqRel);
+    if i >= MAX {
+        N.fetch_sub(1, Ordering::AcqRel);
+        return;
+    }
+    MAP[i].store((v << 32) | (r as u32 as u64), Ordering::Release);
+    VIRTUAL.store(true, Ordering::Release);
 }
 
 /// Adds (old pid, new pid) of this process's zombie children to `pairs` (restart, checkpoint
@@ -158,10 +178,10 @@ fn forget(real: pid_t) {
     if !virtual_mode() || real <= 0 {
         return;
     }
-    let n = N.load(Ordering::Acquire);
+    let n = N.load(Ordering::Acquire).min(MAX);
     for e in &MAP[..n] {
         let x = e.load(Ordering::Relaxed);
-        if x as u32 as pid_t == real {
+        if x != 0 && x as u32 as pid_t == real {
             e.store((x & !0xffff_ffff) | GONE as u64, Ordering::Relaxed);
         }
     }
@@ -205,9 +225,9 @@ pub fn v2r(v: pid_t) -> pid_t {
     if !VIRTUAL.load(Ordering::Relaxed) || v <= 0 {
         return v;
     }
-    let n = N.load(Ordering::Acquire);
+    let n = N.load(Ordering::Acquire).min(MAX);
     for e in &MAP[..n] {
-        let x = e.load(Ordering::Relaxed);
+        let x = e.load(Ordering::Acquire);
         if (x >> 32) as pid_t == v {
             return x as u32 as pid_t;
         }
@@ -220,9 +240,9 @@ pub fn r2v(r: pid_t) -> pid_t {
     if !VIRTUAL.load(Ordering::Relaxed) || r <= 0 {
         return r;
     }
-    let n = N.load(Ordering::Acquire);
+    let n = N.load(Ordering::Acquire).min(MAX);
     for e in &MAP[..n] {
-        let x = e.load(Ordering::Relaxed);
+        let x = e.load(Ordering::Acquire);
         if x as u32 as pid_t == r {
             return (x >> 32) as pid_t;
         }

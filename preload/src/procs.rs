@@ -296,6 +296,9 @@ fn child_join() -> u64 {
         return 0;
     }
     let vpid = w.vpid;
+    // A vpid other than our pid: our pid was already some process's vpid (after a restart
+    // with new pids); the pids plugin answers getpid() etc. with the vpid.
+    ckpt_plugins::pids::add_pair(vpid, sys::getpid());
     crate::start_ckpt_thread(w);
     vpid
 }
@@ -346,6 +349,7 @@ unsafe fn fork_impl(real: Option<ForkFn>, run_atfork_by_hand: bool) -> pid_t {
     }
     // SAFETY: our own pipe.
     unsafe { libc::close(rep[1]) };
+    let mut ret = pid;
     if pid > 0 {
         let mut pfd = libc::pollfd {
             fd: rep[0],
@@ -376,13 +380,17 @@ unsafe fn fork_impl(real: Option<ForkFn>, run_atfork_by_hand: bool) -> pid_t {
             }
             break;
         }
-        let _ = vpid;
+        if vpid != 0 && vpid != pid as u64 && vpid <= i32::MAX as u64 {
+            // The child's pid collided with a vpid: the program knows it by its own vpid.
+            ckpt_plugins::pids::add_pair(vpid, pid);
+            ret = vpid as pid_t;
+        }
     }
     // SAFETY: our own pipe.
     unsafe { libc::close(rep[0]) };
     drop(ticket);
     set_errno(e);
-    pid
+    ret
 }
 
 #[unsafe(no_mangle)]
