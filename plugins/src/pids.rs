@@ -220,6 +220,38 @@ unsafe fn waited(r: pid_t, status: *const c_int, options: c_int) -> pid_t {
     v
 }
 
+/// The table as `CKPT_PIDMAP` carries it across `exec` (which wipes our memory):
+/// `vpid:pid,vpid:pid,…`; empty when no translation is active.
+pub fn map_env() -> String {
+    let mut out = String::new();
+    if !virtual_mode() {
+        return out;
+    }
+    let n = N.load(Ordering::Acquire).min(MAX);
+    for e in &MAP[..n] {
+        let x = e.load(Ordering::Acquire);
+        if x != 0 {
+            if !out.is_empty() {
+                out.push(',');
+            }
+            out.push_str(&format!("{}:{}", x >> 32, x as u32));
+        }
+    }
+    out
+}
+
+/// Installs the table an exec'd program inherited in `CKPT_PIDMAP` (constructor).
+pub fn set_map_from_env(s: &str) {
+    let pairs: Vec<(u64, i32)> = s
+        .split(',')
+        .filter_map(|p| {
+            let (v, r) = p.split_once(':')?;
+            Some((v.parse().ok()?, r.parse::<u32>().ok()? as i32))
+        })
+        .collect();
+    set_map(&pairs);
+}
+
 /// Virtual → real.
 pub fn v2r(v: pid_t) -> pid_t {
     if !VIRTUAL.load(Ordering::Relaxed) || v <= 0 {

@@ -486,6 +486,11 @@ unsafe fn patch_env(envp: *const *const c_char) -> Vec<CString> {
     if outer_proc >= 0 {
         out.push(CString::new(format!("CKPT_OUTER_PROC={outer_proc}")).unwrap_or_default());
     }
+    // The pid translation table (after a restart with new pids), which exec would lose.
+    let pidmap = ckpt_plugins::pids::map_env();
+    if !pidmap.is_empty() {
+        out.push(CString::new(format!("CKPT_PIDMAP={pidmap}")).unwrap_or_default());
+    }
     let outside = ckpt_plugins::files::outside_env();
     if !outside.is_empty() {
         out.push(CString::new(format!("CKPT_OUTSIDE={outside}")).unwrap_or_default());

@@ -14,13 +14,16 @@
  *        c  SO_PEERCRED of a fresh socketpair names getpid()
  *        s  sched_getaffinity, sched_getscheduler, getpriority(PRIO_PROCESS) and prlimit
  *           accept getpid() (ESRCH if it named no process)
+ *        x  every 10th step: a forked child that execs this program as
+ *           "pid_views probe <C's pid> <P's pid>" finds getppid() == C, kill(P, 0) works and
+ *           /proc/<P>/comm is "pid_views" (ids survive exec), exit 0; 1 on other steps
  *      then sigqueue(getppid(), SIGUSR2, step) and sends its digits back to P.
  *   P: sigtimedwait for that SIGUSR2 (blocked in P): si_pid must be C (fork's value) with
  *      si_code SI_QUEUE and the step as value (digit q); /proc/<C>/comm reads "pid_views"
  *      (digit p); a second thread W of P (started after the fork) saved its gettid() at
  *      start: tgkill(getpid(), W's tid, SIGWINCH) runs the handler in W, where gettid() is
  *      still that tid, W's own gettid() never changed, and /proc/<pid>/task/<W's tid> and
- *      /proc/self/task/<W's tid> exist (digit w); then prints "step N child htpocs parent qpw".
+ *      /proc/self/task/<W's tid> exist (digit w); then prints "step N child htpocsx parent qpw".
  * At the end P closes the pipe, C exits 5, P prints "child exit 5" (waitpid must return the
  * pid fork returned). 301 lines, exit status 0; runs ~5 s. C never prints. */
 #define _GNU_SOURCE
@@ -185,6 +188,26 @@ static int sched_ok(pid_t me) {
            !(prio == -1 && errno != 0) && prlimit(me, RLIMIT_NOFILE, NULL, &rl) == 0;
 }
 
+/* This program's path, read at start: after a restart /proc/self/exe names the restorer. */
+static char self_path[4096];
+
+static int probe_ok(pid_t me, pid_t parent) {
+    char a1[16], a2[16];
+    snprintf(a1, sizeof a1, "%d", (int)me);
+    snprintf(a2, sizeof a2, "%d", (int)parent);
+    pid_t p = fork();
+    if (p < 0) return 0;
+    if (p == 0) {
+        execl(self_path, "pid_views", "probe", a1, a2, (char *)NULL);
+        _exit(98);
+    }
+    int st;
+    pid_t w;
+    while ((w = waitpid(p, &st, 0)) < 0 && errno == EINTR) {
+    }
+    return w == p && WIFEXITED(st) && WEXITSTATUS(st) == 0;
+}
+
 static int child(int in, int out, pid_t parent) {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -207,7 +230,7 @@ static int child(int in, int out, pid_t parent) {
         if (!read_full(in, &step, sizeof step)) break;
         for (int w = 0; n_usr1 < step && w < 5000; w++) sleep_ms(1);
         pid_t me = getpid();
-        char d[7];
+        char d[8];
         /* SI_QUEUE: a SIGUSR1 pending at a checkpoint is queued again that way. */
         d[0] = '0' + (n_usr1 == step && usr1_pid == parent && getppid() == parent &&
                       (usr1_code == SI_USER || usr1_code == SI_QUEUE));
@@ -218,7 +241,8 @@ static int child(int in, int out, pid_t parent) {
         d[3] = '0' + owner_ok(out, me);
         d[4] = '0' + peercred_ok(me);
         d[5] = '0' + sched_ok(me);
-        d[6] = 0;
+        d[6] = '0' + (step % 10 == 0 ? probe_ok(me, parent) : 1);
+        d[7] = 0;
         union sigval v = {.sival_int = step};
         if (sigqueue(getppid(), SIGUSR2, v) != 0) die("sigqueue");
         write_full(out, d, sizeof d);
@@ -226,8 +250,13 @@ static int child(int in, int out, pid_t parent) {
     return 5;
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    if (argc == 4 && strcmp(argv[1], "probe") == 0) {
+        pid_t c = (pid_t)atoi(argv[2]), p = (pid_t)atoi(argv[3]);
+        return getppid() == c && kill(p, 0) == 0 && comm_ok(p) ? 0 : 1;
+    }
     setvbuf(stdout, NULL, _IOLBF, 0);
+    if (readlink("/proc/self/exe", self_path, sizeof self_path - 1) <= 0) die("readlink");
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_sigaction = on_usr1;
@@ -273,7 +302,7 @@ int main(void) {
         } while (q < 0 && errno == EINTR);
         int qok = q == SIGUSR2 && si.si_pid == kid && si.si_code == SI_QUEUE &&
                   si.si_value.sival_int == step;
-        char d[7];
+        char d[8];
         if (!read_full(up[0], d, sizeof d)) {
             errno = EPIPE;
             die("child gone");

@@ -49,13 +49,13 @@ fn tree_pipeline_prog() -> (Prog, TreeSpec) {
 }
 
 /// Parent and child checking every view of a pid (si_pid, gettid, tgkill, /proc paths,
-/// F_GETOWN, SO_PEERCRED, sigqueue/sigtimedwait).
+/// F_GETOWN, SO_PEERCRED, sigqueue/sigtimedwait, ids after exec); every 10th step a short
+/// third process (fork + exec of the program as a probe).
 fn pid_views_prog() -> (Prog, TreeSpec) {
     (
         prog("pid_views", env!("CKPT_PROG_PID_VIEWS"), &[], 301),
         TreeSpec {
-            procs: 2..=2,
-            stable: true,
+            procs: 2..=3,
             ..TreeSpec::default()
         },
     )
