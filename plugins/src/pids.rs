@@ -39,11 +39,19 @@
 //! and `/proc` paths relative to a directory fd (`openat(proc_fd, "123/stat")`), `statx`,
 //! `faccessat`, `execve` of a `/proc` path, `chdir`; `signalfd` reads (signalfds are not
 //! checkpointed at all); `SCM_CREDENTIALS`; `process_vm_readv/writev`, `ptrace`,
-//! `pidfd_send_signal` on a pid; `ioprio_*` (no glibc wrapper). Collisions: a process or thread
-//! created after a restart without namespaces gets a kernel id, which is also its virtual id;
-//! if that number equals an old virtual id still in the table, calls naming it reach the old
-//! process, and a kernel id of an exited thread reused by a new process or thread reads back
-//! as the old thread's. (ckpt's own checkpoint thread passes kernel ids through untouched.)
+//! `pidfd_send_signal` on a pid; `ioprio_*` (no glibc wrapper).
+//!
+//! Collisions. A process forked after a restart without namespaces whose kernel pid is some
+//! process's vpid (likely: `pid_max` is often 32768) gets another vpid from the coordinator
+//! (from `VPID_HIGH`, above any kernel pid); the fork wrapper adds the pair to the parent's and
+//! the child's tables ([`add_pair`]) and `fork()` returns that vpid. Other processes do not
+//! learn the pair until the next restart (a sibling told the vpid through a pipe gets `ESRCH`).
+//! Threads created after such a restart keep their kernel tid as virtual tid, unchecked: one
+//! equal to an old virtual id reaches the old process; and a kernel id of an exited thread
+//! reused by a new process or thread reads back as the old thread's.
+//!
+//! The table survives `exec` in `CKPT_PIDMAP` ([`map_env`], [`set_map_from_env`]). ckpt's
+//! own checkpoint thread passes kernel ids through the wrappers untouched.
 //!
 //! `fcntl` and `open`/`openat` are variadic: the wrappers take the optional argument as a
 //! fixed third (fourth) argument, which on x86_64 SysV arrives in the same register, and pass
