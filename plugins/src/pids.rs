@@ -27,7 +27,8 @@
 //! - Paths `/proc/<vpid>[/task/<vtid>]/...` and `/proc/self/task/<vtid>/...` in `open`,
 //!   `open64`, `__open_2`, `openat`, `__openat_2` (and the 64 variants), `fopen`, `fopen64`,
 //!   `opendir`, `stat`, `lstat`, `fstatat` (and 64), `__xstat`, `__lxstat` (and 64),
-//!   `access`, `readlink`, `readlinkat`; `readlink("/proc/self")` answers the vpid.
+//!   `statx`, `access`, `faccessat`, `chdir`, `readlink`, `readlinkat`;
+//!   `readlink("/proc/self")` answers the vpid.
 //! - `fcntl`/`fcntl64` `F_SETOWN`/`F_GETOWN` (pid or -pgid) and `F_SETOWN_EX`/`F_GETOWN_EX`;
 //!   `getsockopt(SO_PEERCRED)`; `sched_{set,get}affinity`, `sched_{set,get}scheduler`,
 //!   `sched_{set,get}param`, `sched_rr_get_interval`, `getpriority`/`setpriority`
@@ -35,11 +36,12 @@
 //!
 //! Not translated (docs/process-trees.md): raw `syscall()` and anything else that reaches the
 //! kernel without these symbols (glibc-internal calls, static programs, inline asm); the
-//! *contents* of `/proc` files (`/proc/<pid>/stat`'s ppid, `status`'s `Pid:`, `/proc/*/children`)
-//! and `/proc` paths relative to a directory fd (`openat(proc_fd, "123/stat")`), `statx`,
-//! `faccessat`, `execve` of a `/proc` path, `chdir`; `signalfd` reads (signalfds are not
-//! checkpointed at all); `SCM_CREDENTIALS`; `process_vm_readv/writev`, `ptrace`,
-//! `pidfd_send_signal` on a pid; `ioprio_*` (no glibc wrapper).
+//! *contents* of `/proc` files (`/proc/<pid>/stat`'s ppid, `status`'s `Pid:`,
+//! `/proc/*/children`) and `/proc` paths relative to a directory fd
+//! (`openat(proc_fd, "123/stat")`), `execve` of a `/proc` path, other path calls (`truncate`,
+//! `scandir`, `name_to_handle_at`, …); `signalfd` reads (signalfds are not checkpointed at
+//! all); `SCM_CREDENTIALS`; `process_vm_readv/writev`, `ptrace`, `pidfd_send_signal` on a
+//! pid; `ioprio_*` (no glibc wrapper).
 //!
 //! Collisions. A process forked after a restart without namespaces whose kernel pid is some
 //! process's vpid (likely: `pid_max` is often 32768) gets another vpid from the coordinator
@@ -372,6 +374,9 @@ real_fns! {
     real_lxstat, LXSTAT, c"__lxstat", XstatFn;
     real_lxstat64, LXSTAT64, c"__lxstat64", XstatFn;
     real_access, ACCESS, c"access", AccessFn;
+    real_faccessat, FACCESSAT, c"faccessat", FaccessatFn;
+    real_statx, STATX, c"statx", StatxFn;
+    real_chdir, CHDIR, c"chdir", ChdirFn;
     real_readlink, READLINK, c"readlink", ReadlinkFn;
     real_readlinkat, READLINKAT, c"readlinkat", ReadlinkatFn;
     real_fcntl, FCNTL, c"fcntl", FcntlFn;
@@ -665,6 +670,15 @@ type StatFn = unsafe extern "C" fn(*const libc::c_char, *mut libc::stat) -> c_in
 type FstatatFn = unsafe extern "C" fn(c_int, *const libc::c_char, *mut libc::stat, c_int) -> c_int;
 type XstatFn = unsafe extern "C" fn(c_int, *const libc::c_char, *mut libc::stat) -> c_int;
 type AccessFn = unsafe extern "C" fn(*const libc::c_char, c_int) -> c_int;
+type FaccessatFn = unsafe extern "C" fn(c_int, *const libc::c_char, c_int, c_int) -> c_int;
+type StatxFn = unsafe extern "C" fn(
+    c_int,
+    *const libc::c_char,
+    c_int,
+    libc::c_uint,
+    *mut libc::statx,
+) -> c_int;
+type ChdirFn = unsafe extern "C" fn(*const libc::c_char) -> c_int;
 type ReadlinkFn =
     unsafe extern "C" fn(*const libc::c_char, *mut libc::c_char, libc::size_t) -> libc::ssize_t;
 type ReadlinkatFn = unsafe extern "C" fn(
@@ -899,6 +913,15 @@ path_wrappers! {
         (ver: c_int, path: *const libc::c_char, st: *mut libc::stat) -> c_int, -1,
         |p = path| (ver, p, st);
     access, real_access, (path: *const libc::c_char, mode: c_int) -> c_int, -1, |p = path| (p, mode);
+    faccessat, real_faccessat,
+        (dirfd: c_int, path: *const libc::c_char, mode: c_int, flags: c_int) -> c_int, -1,
+        |p = path| (dirfd, p, mode, flags);
+    statx, real_statx,
+        (dirfd: c_int, path: *const libc::c_char, flags: c_int, mask: libc::c_uint,
+         buf: *mut libc::statx) -> c_int, -1,
+        |p = path| (dirfd, p, flags, mask, buf);
+    chdir, real_chdir, (path: *const libc::c_char) -> c_int, -1, |p = path| (p);
+
 }
 
 /// `open`, `open64`: the mode is a variadic argument, present when `O_CREAT` or `O_TMPFILE`

@@ -9,7 +9,8 @@
  *        t  gettid() == getpid() in the main thread; tgkill(getpid(), gettid(), SIGUSR2) runs
  *           its handler with si_pid == getpid() and si_code SI_TKILL
  *        p  /proc/<getppid()>/comm reads "pid_views" (open), fopen("/proc/<getpid()>/status")
- *           works, stat("/proc/<pid>/task/<pid>") works, readlink("/proc/self") is getpid()
+ *           works, stat and statx of /proc/<pid>/task/<pid> work, faccessat of
+ *           /proc/<getppid()>/status works, readlink("/proc/self") is getpid()
  *        o  fcntl(F_SETOWN, getpid()) then F_GETOWN gives getpid(); same with -getpgrp()
  *        c  SO_PEERCRED of a fresh socketpair names getpid()
  *        s  sched_getaffinity, sched_getscheduler, getpriority(PRIO_PROCESS) and prlimit
@@ -155,6 +156,10 @@ static int proc_ok(pid_t me, pid_t parent) {
     struct stat st;
     snprintf(path, sizeof path, "/proc/%d/task/%d", (int)me, (int)me);
     if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode)) return 0;
+    struct statx sx;
+    if (statx(AT_FDCWD, path, 0, STATX_TYPE, &sx) != 0 || !S_ISDIR(sx.stx_mode)) return 0;
+    snprintf(path, sizeof path, "/proc/%d/status", (int)parent);
+    if (faccessat(AT_FDCWD, path, R_OK, 0) != 0) return 0;
     ssize_t n = readlink("/proc/self", buf, sizeof buf - 1);
     if (n <= 0) return 0;
     buf[n] = 0;
