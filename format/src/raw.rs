@@ -26,6 +26,10 @@ pub const FORMAT_VERSION: u32 = 1;
 /// Marks the end of a complete image; a truncated image lacks it.
 pub const TRAILER_MAGIC: [u8; 8] = *b"CKPTEND\x01";
 /// `RestoreBlock::magic`.
+/// Fallback restart (new pids): ckpt-restart names each recreated zombie child
+/// `<ZOMBIE_COMM_PREFIX><old pid>` (its `comm`, which a zombie keeps), so that the restored
+/// parent can pair the zombie's old pid with its new one.
+pub const ZOMBIE_COMM_PREFIX: &[u8] = b"ckptz:";
 pub const RESTORE_MAGIC: u64 = u64::from_le_bytes(*b"RSTBLOCK");
 
 /// Fixed address range owned by the restorer: its own ELF image, scratch, parked vDSO and

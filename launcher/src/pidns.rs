@@ -630,8 +630,32 @@ fn mirror(st: i32) -> ! {
     }
 }
 
-/// A recreated zombie: exits at once with the saved wait status.
-fn become_zombie(status: i32) -> ! {
+/// A recreated zombie: exits at once with the saved wait status. With `old_pid` (fallback
+/// mode: it has a new pid) it first names itself `ZOMBIE_COMM_PREFIX` + old pid, which its
+/// restored parent reads to translate the old pid.
+fn become_zombie(status: i32, old_pid: Option<i32>) -> ! {
+    if let Some(p) = old_pid {
+        let mut name = [0u8; 16];
+        let pre = ckpt_format::raw::ZOMBIE_COMM_PREFIX;
+        name[..pre.len()].copy_from_slice(pre);
+        let mut digits = [0u8; 10];
+        let (mut v, mut nd) = (p.max(0) as u32, 0);
+        loop {
+            digits[nd] = b'0' + (v % 10) as u8;
+            nd += 1;
+            v /= 10;
+            if v == 0 {
+                break;
+            }
+        }
+        for (k, d) in digits[..nd].iter().rev().enumerate() {
+            if pre.len() + k < 15 {
+                name[pre.len() + k] = *d;
+            }
+        }
+        // SAFETY: PR_SET_NAME reads a NUL-terminated name of at most 16 bytes.
+        unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
+    }
     // SAFETY: plain syscalls in a fresh child.
     unsafe {
         if libc::WIFSIGNALED(status) {
@@ -671,7 +695,9 @@ fn create(spec: &TreeSpec, step: &Step) -> Result<(), (u64, i32, i32)> {
     if r == 0 {
         match *step {
             Step::Child(c) => node_main(spec, c),
-            Step::Zombie { status, .. } => become_zombie(status),
+            Step::Zombie { status, pid, .. } => {
+                become_zombie(status, (!spec.use_ns).then_some(pid))
+            }
         }
     }
     if r < 0 {

@@ -452,7 +452,8 @@ fn safe_read_i32(addr: u64) -> Option<i32> {
         iov_len: 4,
     };
     // SAFETY: reading our own address space; the kernel checks the remote range.
-    let n = unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
+    // (The kernel's pid: `getpid()` is virtual after a restart with new pids.)
+    let n = unsafe { libc::process_vm_readv(crate::api::real_pid(), &local, 1, &remote, 1, 0) };
     (n == 4).then_some(v)
 }
 

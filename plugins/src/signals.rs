@@ -344,6 +344,9 @@ unsafe fn sigaction_impl(
         return 0;
     }
     let had = MASK_HAD_CKPT.load(Ordering::Acquire) & bit(sig) != 0;
+    // The program's handler before this call (the kernel may have the pids plugin's
+    // trampoline instead, which the old action must not show).
+    let mut prev = crate::pids::program_handler(sig);
     let r = if act.is_null() {
         // SAFETY: the caller's arguments.
         unsafe { f(sig, act, old) }
@@ -353,6 +356,8 @@ unsafe fn sigaction_impl(
         let w = word(&a.sa_mask);
         let wants = w & bit(ck) != 0;
         set_word(&mut a.sa_mask, w & !bit(ck));
+        // An SA_SIGINFO handler runs behind a trampoline that makes `si_pid` virtual.
+        prev = crate::pids::wrap_action(sig, &mut a);
         // SAFETY: a local copy and the caller's out-pointer.
         let r = unsafe { f(sig, &a, old) };
         if r == 0 {
@@ -364,6 +369,11 @@ unsafe fn sigaction_impl(
         }
         r
     };
+    if r == 0 && !old.is_null() {
+        // SAFETY: non-null pointer the real call just filled.
+        let o = unsafe { &mut *old };
+        o.sa_sigaction = crate::pids::unwrap_handler(o.sa_sigaction, prev);
+    }
     if r == 0 && had && !old.is_null() {
         // SAFETY: non-null pointer the real call just filled.
         let o = unsafe { &mut (*old).sa_mask };
@@ -420,12 +430,13 @@ unsafe fn signal_impl(
         .handler;
     }
     let f = real_fn!(real_idx, SignalFn);
+    let prev = crate::pids::program_handler(sig);
     // SAFETY: the caller's arguments.
     let r = unsafe { f(sig, h) };
     if r != libc::SIG_ERR {
         forget_mask_bit(sig);
     }
-    r
+    crate::pids::unwrap_handler(r, prev)
 }
 
 /// # Safety
@@ -514,12 +525,13 @@ pub unsafe extern "C" fn sigset(sig: libc::c_int, disp: Handler) -> Handler {
         };
     }
     let f = real_fn!(R_SIGSET, SignalFn);
+    let prev = crate::pids::program_handler(sig);
     // SAFETY: the caller's arguments (glibc's sigset builds masks of `sig` alone).
     let r = unsafe { f(sig, disp) };
     if r != libc::SIG_ERR && disp != SIG_HOLD {
         forget_mask_bit(sig);
     }
-    r
+    crate::pids::unwrap_handler(r, prev)
 }
 
 /// # Safety
@@ -765,6 +777,17 @@ pub unsafe extern "C" fn sigwaitinfo(
     set: *const Sigset,
     info: *mut libc::siginfo_t,
 ) -> libc::c_int {
+    // SAFETY: forwarded contract; then `si_pid` of what the call wrote made virtual.
+    unsafe {
+        let r = sigwaitinfo_impl(set, info);
+        if r > 0 {
+            crate::pids::siginfo_to_virtual(info);
+        }
+        r
+    }
+}
+
+unsafe fn sigwaitinfo_impl(set: *const Sigset, info: *mut libc::siginfo_t) -> libc::c_int {
     let f = real_fn!(R_SIGWAITINFO, SigwaitinfoFn);
     let ck = ckpt_sig();
     if ck == 0 || set.is_null() {
@@ -799,6 +822,21 @@ fn mono_ns() -> i64 {
 /// Same contract as glibc's `sigtimedwait`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn sigtimedwait(
+    set: *const Sigset,
+    info: *mut libc::siginfo_t,
+    timeout: *const libc::timespec,
+) -> libc::c_int {
+    // SAFETY: forwarded contract; then `si_pid` of what the call wrote made virtual.
+    unsafe {
+        let r = sigtimedwait_impl(set, info, timeout);
+        if r > 0 {
+            crate::pids::siginfo_to_virtual(info);
+        }
+        r
+    }
+}
+
+unsafe fn sigtimedwait_impl(
     set: *const Sigset,
     info: *mut libc::siginfo_t,
     timeout: *const libc::timespec,
@@ -942,7 +980,7 @@ impl P {
             let mut r = queue(pid, sig, &info);
             if r != 0 && errno() == libc::EPERM {
                 let si_pid = info[2] as u32 as i32;
-                r = if code == libc::SI_USER && si_pid == pid {
+                r = if code == libc::SI_USER && si_pid == crate::pids::r2v(pid) {
                     // SAFETY: a signal to our own process.
                     libc::c_long::from(unsafe { libc::kill(pid, sig) })
                 } else {
@@ -1061,6 +1099,10 @@ impl Plugin for P {
                 ));
                 break;
             }
+            // The sender's pid as the program knows it (after a restart with new pids the
+            // kernel's differs), so it is still right after the next restart.
+            // SAFETY: a 128-byte siginfo the kernel just filled.
+            unsafe { crate::pids::siginfo_to_virtual(info.as_mut_ptr().cast()) };
             self.pending.push(info);
         }
         self.save_itimers()

@@ -267,7 +267,10 @@ impl Worker {
                 .map(|p| p.to_string_lossy().into_owned())
                 .unwrap_or_default(),
             hostname: hostname(),
-            pid: sys::getpid(),
+            // pid, pgid, sid and zombie pids are recorded as the program sees them (virtual
+            // after a restart without namespaces): the restart plan matches them with each
+            // other and with the old pids it recreates.
+            pid: ckpt_plugins::pids::r2v(sys::getpid()),
             created_unix_ns: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_nanos() as u64)
@@ -282,9 +285,9 @@ impl Worker {
             nregions: 0,
             parent: self.parent_in_computation(),
             // SAFETY: plain queries about ourselves.
-            pgid: unsafe { libc::getpgid(0) },
+            pgid: ckpt_plugins::pids::r2v(unsafe { libc::syscall(libc::SYS_getpgid, 0) } as i32),
             // SAFETY: as above.
-            sid: unsafe { libc::getsid(0) },
+            sid: ckpt_plugins::pids::r2v(unsafe { libc::syscall(libc::SYS_getsid, 0) } as i32),
             root: self.root,
             zombies: self.zombie_children(),
             peers: self.peers.clone(),
@@ -297,8 +300,9 @@ impl Worker {
     /// The parent's vpid if our parent is a process of the computation (an orphan's parent is
     /// init or a subreaper outside it).
     fn parent_in_computation(&self) -> Option<u64> {
+        // The kernel's ppid (not the pids plugin's virtual one): `peers` hold kernel pids.
         // SAFETY: getppid cannot fail.
-        let ppid = unsafe { libc::getppid() };
+        let ppid = unsafe { libc::syscall(libc::SYS_getppid) } as i32;
         self.peers
             .iter()
             .find(|p| p.pid == ppid && p.vpid != self.vpid)
@@ -328,15 +332,19 @@ impl Worker {
             for _ in 0..100 {
                 // SAFETY: siginfo out-buffer; WNOWAIT leaves the zombie in place.
                 let mut si: libc::siginfo_t = unsafe { std::mem::zeroed() };
+                // The raw syscall: `k` is a kernel pid, which the waitid wrapper would take
+                // for a virtual one.
                 // SAFETY: waitid on our own child without reaping it.
                 let r = unsafe {
-                    libc::waitid(
+                    libc::syscall(
+                        libc::SYS_waitid,
                         libc::P_PID,
                         k as libc::id_t,
-                        &mut si,
+                        &mut si as *mut libc::siginfo_t,
                         libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+                        std::ptr::null_mut::<libc::rusage>(),
                     )
-                };
+                } as i32;
                 // SAFETY: si_pid/si_status are valid after a successful waitid.
                 let (pid, status) = unsafe { (si.si_pid(), si.si_status()) };
                 if r == 0 && pid == k {
@@ -356,7 +364,10 @@ impl Worker {
                 std::thread::sleep(Duration::from_millis(10));
             }
             match found {
-                Some(status) => out.push(ZombieChild { pid: k, status }),
+                Some(status) => out.push(ZombieChild {
+                    pid: ckpt_plugins::pids::r2v(k),
+                    status,
+                }),
                 None => {
                     if std::fs::metadata(format!("/proc/{k}")).is_ok() {
                         log(&format!(
@@ -692,6 +703,18 @@ impl Worker {
                                 .collect();
                             if pairs.is_empty() {
                                 pairs.push(mine);
+                            }
+                            // Our zombie children, recreated with new pids in fallback mode.
+                            ckpt_plugins::pids::zombie_pairs(&mut pairs);
+                            // Our threads' tids (each recreated thread stored its new one).
+                            for s in crate::threads::parked_slots() {
+                                let v = s.vtid.load(std::sync::atomic::Ordering::Acquire);
+                                if v > 0 && v as u64 != self.vpid {
+                                    pairs.push((
+                                        v as u64,
+                                        s.tid.load(std::sync::atomic::Ordering::Acquire),
+                                    ));
+                                }
                             }
                             ckpt_plugins::pids::set_map(&pairs);
                         }

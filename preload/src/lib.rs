@@ -95,6 +95,9 @@ extern "C" fn init() {
     // (our exec wrapper passes them on explicitly).
     let root = env("CKPT_ROOT").is_some();
     let exec_vpid = env("CKPT_VPID").and_then(|v| v.parse::<u64>().ok());
+    if let Some(m) = env("CKPT_PIDMAP") {
+        ckpt_plugins::pids::set_map_from_env(&m);
+    }
     if let Some(fd) = env("CKPT_OUTER_PROC").and_then(|v| v.parse::<i32>().ok()) {
         // SAFETY: fstat/fcntl on a number the exec wrapper of our previous program named.
         let is_dir = unsafe {
@@ -126,7 +129,12 @@ extern "C" fn init() {
             k.starts_with("CKPT_")
                 && !matches!(
                     k.as_str(),
-                    "CKPT_ROOT" | "CKPT_VPID" | "CKPT_OUTSIDE" | "CKPT_OUTER_PROC" | "CKPT_SHMIDS"
+                    "CKPT_ROOT"
+                        | "CKPT_VPID"
+                        | "CKPT_OUTSIDE"
+                        | "CKPT_OUTER_PROC"
+                        | "CKPT_SHMIDS"
+                        | "CKPT_PIDMAP"
                 )
         })
         .collect();
@@ -137,6 +145,7 @@ extern "C" fn init() {
         std::env::remove_var("CKPT_OUTSIDE");
         std::env::remove_var("CKPT_OUTER_PROC");
         std::env::remove_var("CKPT_SHMIDS");
+        std::env::remove_var("CKPT_PIDMAP");
     }
     let dir = env("CKPT_DIR")
         .map(PathBuf::from)
@@ -184,6 +193,7 @@ pub(crate) fn start_ckpt_thread(mut worker: ckpt::Worker) {
         .stack_size(1 << 20)
         .spawn(move || {
             restart::record_ckpt_thread();
+            ckpt_plugins::pids::kernel_pids_on_this_thread();
             ckpt::block_signals_in_ckpt_thread();
             worker.run();
         });

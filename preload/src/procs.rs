@@ -358,18 +358,32 @@ pub unsafe extern "C" fn clone(
     atfork_parent();
     // SAFETY: our own pipe.
     unsafe { libc::close(job.rep[1]) };
-    if pid > 0 {
-        wait_child_vpid(pid, job.rep[0]);
-    }
+    let ret = if pid > 0 {
+        known_as(pid, wait_child_vpid(pid, job.rep[0]))
+    } else {
+        pid
+    };
     // SAFETY: our own pipe.
     unsafe { libc::close(job.rep[0]) };
     drop(ticket);
     set_errno(e);
-    pid
+    ret
 }
 
-/// Parent side of a fork or clone: waits (10 s at most) for the child's vpid on `rd`.
-fn wait_child_vpid(pid: pid_t, rd: c_int) {
+/// The pid the program knows its new child by: the vpid the coordinator gave it when its
+/// kernel pid collided with an existing vpid (after a restart without namespaces), else `pid`.
+fn known_as(pid: pid_t, vpid: u64) -> pid_t {
+    if vpid != 0 && vpid != pid as u64 && vpid <= i32::MAX as u64 {
+        ckpt_plugins::pids::add_pair(vpid, pid);
+        vpid as pid_t
+    } else {
+        pid
+    }
+}
+
+/// Parent side of a fork or clone: waits (10 s at most) for the child's vpid on `rd`; 0 if
+/// it did not come.
+fn wait_child_vpid(pid: pid_t, rd: c_int) -> u64 {
     let mut pfd = libc::pollfd {
         fd: rd,
         events: libc::POLLIN,
@@ -399,6 +413,7 @@ fn wait_child_vpid(pid: pid_t, rd: c_int) {
         }
         break;
     }
+    vpid
 }
 
 /// The child side of a fork: joins the computation and starts its checkpoint thread.
@@ -434,6 +449,9 @@ fn child_join() -> u64 {
         return 0;
     }
     let vpid = w.vpid;
+    // A vpid other than our pid: our pid was already some process's vpid (after a restart
+    // with new pids); the pids plugin answers getpid() etc. with the vpid.
+    ckpt_plugins::pids::add_pair(vpid, sys::getpid());
     crate::start_ckpt_thread(w);
     vpid
 }
@@ -484,14 +502,15 @@ unsafe fn fork_impl(real: Option<ForkFn>, run_atfork_by_hand: bool) -> pid_t {
     }
     // SAFETY: our own pipe.
     unsafe { libc::close(rep[1]) };
+    let mut ret = pid;
     if pid > 0 {
-        wait_child_vpid(pid, rep[0]);
+        ret = known_as(pid, wait_child_vpid(pid, rep[0]));
     }
     // SAFETY: our own pipe.
     unsafe { libc::close(rep[0]) };
     drop(ticket);
     set_errno(e);
-    pid
+    ret
 }
 
 #[unsafe(no_mangle)]
@@ -586,6 +605,11 @@ unsafe fn patch_env(envp: *const *const c_char) -> Vec<CString> {
     let outer_proc = ckpt_plugins::pids::outer_proc();
     if outer_proc >= 0 {
         out.push(CString::new(format!("CKPT_OUTER_PROC={outer_proc}")).unwrap_or_default());
+    }
+    // The pid translation table (after a restart with new pids), which exec would lose.
+    let pidmap = ckpt_plugins::pids::map_env();
+    if !pidmap.is_empty() {
+        out.push(CString::new(format!("CKPT_PIDMAP={pidmap}")).unwrap_or_default());
     }
     let outside = ckpt_plugins::files::outside_env();
     if !outside.is_empty() {

@@ -119,6 +119,8 @@ extern "C" fn user_thread_start(slot: u64) -> ! {
         s.robust_len.load(Ordering::Relaxed),
     );
     sys::set_thread_name(&threads::slot_name(s));
+    // Our new kernel tid, for the pids plugin's table (`vtid` keeps the program's).
+    s.tid.store(sys::gettid(), Ordering::Release);
     wait_done();
     restore_caps();
     threads::requeue_private_pending(s);
@@ -196,6 +198,7 @@ pub unsafe extern "C" fn ckpt_restart_entry(_arg: u64, args: *const RestartArgs)
         sys::exit_group(75);
     }
     sys::set_thread_name(&threads::slot_name(m));
+    m.tid.store(sys::gettid(), Ordering::Release);
     wait_done();
     restore_caps();
     threads::requeue_private_pending(m);

@@ -25,6 +25,8 @@ pub struct Slot {
     pub npending: AtomicU32,
     pub pending: crate::cell::Owned<[[u8; 128]; MAX_PENDING]>,
     pub tid: AtomicI32,
+    /// The tid as the program knows it (differs from `tid` after a restart with new ids).
+    pub vtid: AtomicI32,
     pub uctx: AtomicU64,
     pub fs_base: AtomicU64,
     pub tid_addr: AtomicU64,
@@ -39,6 +41,7 @@ impl Slot {
             npending: AtomicU32::new(0),
             pending: crate::cell::Owned::new([[0; 128]; MAX_PENDING]),
             tid: AtomicI32::new(0),
+            vtid: AtomicI32::new(0),
             uctx: AtomicU64::new(0),
             fs_base: AtomicU64::new(0),
             tid_addr: AtomicU64::new(0),
@@ -93,7 +96,10 @@ extern "C" fn handler(_sig: i32, _info: *mut libc::siginfo_t, uctx: *mut libc::c
     s.tid_addr.store(sys::get_tid_address(), Ordering::Relaxed);
     s.robust_head.store(rh, Ordering::Relaxed);
     s.robust_len.store(rl, Ordering::Relaxed);
-    s.tid.store(sys::gettid(), Ordering::Release);
+    let tid = sys::gettid();
+    s.vtid
+        .store(ckpt_plugins::pids::r2v(tid), Ordering::Relaxed);
+    s.tid.store(tid, Ordering::Release);
     PARKED.fetch_add(1, Ordering::AcqRel);
     sys::futex_wake(&PARKED);
     let epoch = PARK_EPOCH.load(Ordering::Acquire);
@@ -142,6 +148,9 @@ fn save_private_pending(s: &Slot) {
             if sys::take_pending(set, &mut arr[n]) == 0 {
                 break;
             }
+            // The sender's pid as the program knows it, right after any later restart too.
+            // SAFETY: a 128-byte siginfo just filled by the kernel.
+            unsafe { ckpt_plugins::pids::siginfo_to_virtual(arr[n].as_mut_ptr().cast()) };
             n += 1;
         }
     }

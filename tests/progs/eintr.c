@@ -12,7 +12,8 @@
  * One worker thread per kind of call loops ROUNDS times over it: a 100 ms timeout that must
  * expire (0 ready / ETIMEDOUT / EAGAIN), or a wait that a helper thread satisfies every
  * 100 ms (sem_wait, poll(-1)). Each call is checked: "ok", "EINTR", "SHORT <elapsed>" (a
- * timeout returned before the time asked for, measured on CLOCK_MONOTONIC) or "ERR ...".
+ * timeout returned before the time asked for, measured on the clock of its deadline:
+ * CLOCK_REALTIME for sem_timedwait, else CLOCK_MONOTONIC) or "ERR ...".
  * Main prints one line per round once every worker has finished it ("round N: kind=ok
  * ..."), so the output is deterministic and grows as the program runs.
  *
@@ -240,11 +241,14 @@ static int timed(int k) { return k != K_SEMWAIT && k != K_POLLINF; }
 
 static void *worker(void *arg) {
     int k = (int)(intptr_t)arg;
+    /* A wait is measured on the clock of its deadline: sem_timedwait's is CLOCK_REALTIME,
+     * which (unlike CLOCK_MONOTONIC after a restart) counts the time the program was down. */
+    clockid_t clk = k == K_SEMTIMED ? CLOCK_REALTIME : CLOCK_MONOTONIC;
     for (int r = 1; r <= rounds; r++) {
         int err;
-        int64_t t0 = now_ns(CLOCK_MONOTONIC);
+        int64_t t0 = now_ns(clk);
         long rc = call(k, WAIT_MS, &err, r);
-        int64_t el = now_ns(CLOCK_MONOTONIC) - t0;
+        int64_t el = now_ns(clk) - t0;
         int want = expected(k);
         int got = rc < 0 ? -err : (int)rc;
         int64_t min = (int64_t)(WAIT_MS - (want == -EAGAIN ? SOCK_SLACK_MS : 0)) * 1000000;

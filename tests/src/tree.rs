@@ -61,6 +61,9 @@ pub struct TreeSpec {
     pub compare: Compare,
     /// Environment for both runs: `(name, Some(value))` sets, `(name, None)` removes.
     pub env: Vec<(String, Option<String>)>,
+    /// Environment for every `ckpt-restart` of the scenario, as `env` (e.g.
+    /// `CKPT_NO_NAMESPACES=1` for the fallback restart with new pids).
+    pub restart_env: Vec<(String, Option<String>)>,
     /// Called with each run's directory (created empty) before the run starts.
     pub setup: Option<fn(&RunInfo)>,
     /// Called for each run when the scenario ends, even after a failure (remove files the
@@ -88,6 +91,7 @@ impl Default for TreeSpec {
         TreeSpec {
             compare: Compare::Exact,
             env: Vec::new(),
+            restart_env: Vec::new(),
             setup: None,
             cleanup: None,
             procs: 1..=10_000,
@@ -356,7 +360,9 @@ impl<'a> Tree<'a> {
         shape: Option<&BTreeSet<(String, Option<String>, String)>>,
     ) -> Proc {
         let s = self.s;
-        let mut r = s.restart(imgs, stdout);
+        let mut cmd = s.restart_command(imgs);
+        apply_env(&mut cmd, &self.spec.restart_env);
+        let mut r = s.spawn_to(cmd, "restart", stdout);
         s.log(format!(
             "ckpt-restart of {} images (pid {})",
             imgs.len(),
@@ -388,6 +394,7 @@ impl<'a> Tree<'a> {
             .spec
             .env
             .iter()
+            .chain(self.spec.restart_env.iter())
             .any(|(k, v)| k == "CKPT_NO_NAMESPACES" && v.is_some());
         if !fallback {
             for e in live(&s.list()) {

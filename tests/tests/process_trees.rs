@@ -48,6 +48,19 @@ fn tree_pipeline_prog() -> (Prog, TreeSpec) {
     )
 }
 
+/// Parent and child checking every view of a pid (si_pid, gettid, tgkill, /proc paths,
+/// F_GETOWN, SO_PEERCRED, sigqueue/sigtimedwait, ids after exec); every 10th step a short
+/// third process (fork + exec of the program as a probe).
+fn pid_views_prog() -> (Prog, TreeSpec) {
+    (
+        prog("pid_views", env!("CKPT_PROG_PID_VIEWS"), &[], 301),
+        TreeSpec {
+            procs: 2..=3,
+            ..TreeSpec::default()
+        },
+    )
+}
+
 /// bash with a background job, a pipeline into awk, sort; children come and go.
 fn bash_pipeline_prog() -> (Prog, TreeSpec) {
     (
@@ -379,9 +392,87 @@ fn sysv_shm() {
     tree_scenario(p, spec);
 }
 
+/// `spec` for the fallback restart: every `ckpt-restart` of the scenario without namespaces
+/// (new kernel pids; `plugins/src/pids.rs` translates), the launch and native run as usual.
+/// After each restart it also checks that the restored processes really got new kernel pids
+/// (some listed process has a pid other than its vpid; those forked after the restart keep
+/// theirs).
+fn without_namespaces((p, mut spec): (Prog, TreeSpec)) -> (Prog, TreeSpec) {
+    spec.restart_env
+        .push(("CKPT_NO_NAMESPACES".to_string(), Some("1".to_string())));
+    let inner = spec.after_restart.take();
+    spec.after_restart = Some(Box::new(move |s, run, live| {
+        let known: Vec<&ListEntry> = live.iter().filter(|e| e.pid > 0).collect();
+        assert!(
+            known.is_empty() || known.iter().any(|e| e.vpid != e.pid.to_string()),
+            "restart without namespaces, yet every process kept its old pid (was it a namespace \
+             restart?): {known:?}\n{}",
+            s.diagnostics()
+        );
+        if let Some(h) = &inner {
+            h(s, run, live);
+        }
+    }));
+    (p, spec)
+}
+
+/// tree_pipeline through restarts without namespaces: its getpid/getppid checks, kill of the
+/// children, waitid of the zombie and waitpid statuses all go through the pid translation,
+/// also in a tree that was itself restarted that way.
+#[test]
+fn tree_pipeline_no_namespaces() {
+    let (p, spec) = without_namespaces(tree_pipeline_prog());
+    tree_scenario(p, spec);
+}
+
 #[test]
 fn sysv_shm_segments_gone() {
     let (p, spec) = sysv_counter_gone_prog();
+    tree_scenario(p, spec);
+}
+
+#[test]
+fn pid_views() {
+    let (p, spec) = pid_views_prog();
+    tree_scenario(p, spec);
+}
+
+/// pid_views through restarts without namespaces: si_pid in SA_SIGINFO handlers and
+/// sigtimedwait, gettid/tgkill, /proc/<pid> paths, F_SETOWN/F_GETOWN and SO_PEERCRED are
+/// translated.
+#[test]
+fn pid_views_no_namespaces() {
+    let (p, spec) = without_namespaces(pid_views_prog());
+    tree_scenario(p, spec);
+}
+
+#[test]
+fn bash_pipeline_no_namespaces() {
+    let (p, spec) = without_namespaces(bash_pipeline_prog());
+    tree_scenario(p, spec);
+}
+
+#[test]
+fn make_j2_no_namespaces() {
+    let (p, spec) = without_namespaces(make_j2_prog());
+    tree_scenario(p, spec);
+}
+
+#[test]
+fn mp_pool_no_namespaces() {
+    let (p, spec) = without_namespaces(mp_pool_prog());
+    tree_scenario(p, spec);
+}
+
+#[test]
+fn shared_fd_no_namespaces() {
+    let (p, spec) = without_namespaces(shared_fd_prog());
+    tree_scenario(p, spec);
+}
+
+#[test]
+fn shm_counter_no_namespaces() {
+    let (p, spec) = without_namespaces(shm_counter_prog());
     tree_scenario(p, spec);
 }
 
@@ -393,6 +484,14 @@ fn sysv_shm_segments_gone() {
 fn proc_churn() {
     let (p, spec) = proc_churn_prog(1000);
     checkpoint_loop_scenario(p, spec, 100, Duration::from_secs(10));
+}
+
+/// proc_churn's loop, then a restart without namespaces: the restarted parent goes on
+/// forking, exec'ing and reaping children with new pids.
+#[test]
+fn proc_churn_no_namespaces() {
+    let (p, spec) = without_namespaces(proc_churn_prog(1000));
+    checkpoint_loop_scenario(p, spec, 30, Duration::from_secs(10));
 }
 
 /// A child blocked right after fork (on a FIFO the test holds) is already in `--list`, with
@@ -506,6 +605,7 @@ fn tree_programs_run_natively() {
     let _ = std::fs::remove_dir_all(&dir);
     let all = [
         tree_pipeline_prog(),
+        pid_views_prog(),
         bash_pipeline_prog(),
         make_j2_prog(),
         mp_pool_prog(),

@@ -429,8 +429,13 @@ fn restore_tree(
     conn_fd: i32,
 ) -> Result<i32> {
     let high = plan.high_fd;
-    let all_pids_free = plan.nodes.iter().all(|n| n.pid > 1)
-        && headers.iter().all(|h| h.zombies.iter().all(|z| z.pid > 1));
+    // A vpid the coordinator handed out above PID_MAX_LIMIT (a fork whose pid collided with
+    // a vpid after a restart without namespaces) cannot be recreated with set_tid.
+    let settable = |p: i32| p > 1 && p < (1 << 22);
+    let all_pids_free = plan.nodes.iter().all(|n| settable(n.pid))
+        && headers
+            .iter()
+            .all(|h| h.zombies.iter().all(|z| settable(z.pid)));
     let use_ns = all_pids_free && ckpt_launcher::pidns::usable();
     if std::env::var_os("CKPT_DEBUG").is_some() {
         for n in &plan.nodes {
