@@ -193,6 +193,11 @@ impl Made {
                     self.objects.insert((o.key, 0), fd);
                 }
                 ObjKind::Socket(_) => {}
+                ObjKind::Pty(p) => {
+                    let (m, s) = crate::ptys::make(o, p, self.high, &who)?;
+                    self.objects.insert((o.key, 0), m);
+                    self.objects.insert((o.key, 1), s);
+                }
             }
         }
         let sockets: Vec<&SharedObject> = plan

@@ -1,0 +1,182 @@
+//! Pseudo-terminal pairs the program made, recreated by `ckpt-restart` (see docs/terminals.md).
+//!
+//! Owns: opening a new pair (`/dev/ptmx`, unlock, `TIOCGPTPEER` for the slave), putting back
+//! the bytes that were queued in each direction (input for the slave side with the slave in
+//! non-canonical no-echo mode, so nothing is echoed or cooked twice; output for the master with
+//! output processing off), then the saved attributes and window size; and, for the tree
+//! builder, which restored process must make the slave its controlling terminal and which
+//! group is its foreground ([`ctty_of`]).
+//!
+//! Must never: block (both ends are non-blocking while refilled, waits are bounded) or leave
+//! an fd below the plan's `high_fd`. The new pair has a new number: `ptsname()` in the
+//! restored program names the new slave (not virtualized).
+
+use anyhow::{Result, anyhow, bail};
+use ckpt_format::image::{ObjKind, PtyObj, SharedObject, TermAttrs};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+fn last_err() -> std::io::Error {
+    std::io::Error::last_os_error()
+}
+
+fn now_ms() -> i64 {
+    // SAFETY: clock_gettime into a zeroed timespec.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec * 1000 + ts.tv_nsec / 1_000_000
+}
+
+fn inq(fd: i32) -> usize {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD into a valid int.
+    unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) };
+    n.max(0) as usize
+}
+
+fn wait_inq(fd: i32, n: usize) -> bool {
+    let deadline = now_ms() + 2000;
+    while inq(fd) < n {
+        if now_ms() > deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_micros(200));
+    }
+    true
+}
+
+fn write_all(fd: i32, mut data: &[u8]) -> std::io::Result<()> {
+    let deadline = now_ms() + 2000;
+    while !data.is_empty() {
+        // SAFETY: writing from a valid slice.
+        let r = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
+        if r > 0 {
+            data = &data[r as usize..];
+            continue;
+        }
+        let e = last_err();
+        if !matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EINTR))
+            || now_ms() > deadline
+        {
+            return Err(e);
+        }
+        std::thread::sleep(std::time::Duration::from_micros(500));
+    }
+    Ok(())
+}
+
+fn termios_of(a: &TermAttrs) -> libc::termios {
+    // SAFETY: termios is plain data; zero is a valid start.
+    let mut t: libc::termios = unsafe { std::mem::zeroed() };
+    t.c_iflag = a.iflag;
+    t.c_oflag = a.oflag;
+    t.c_cflag = a.cflag;
+    t.c_lflag = a.lflag;
+    t.c_line = a.line;
+    let n = a.cc.len().min(t.c_cc.len());
+    t.c_cc[..n].copy_from_slice(&a.cc[..n]);
+    t
+}
+
+/// A new pair for `o`: (master, slave), both at or above `high`, close-on-exec, with the
+/// saved bytes queued again and the saved attributes and window size.
+pub fn make(o: &SharedObject, p: &PtyObj, high: i32, who: &str) -> Result<(OwnedFd, OwnedFd)> {
+    // SAFETY: open with a NUL-terminated path.
+    let m = unsafe {
+        libc::open(
+            c"/dev/ptmx".as_ptr(),
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_NONBLOCK | libc::O_CLOEXEC,
+        )
+    };
+    if m < 0 {
+        bail!(
+            "{who}: pty {}: cannot open /dev/ptmx: {}",
+            p.index,
+            last_err()
+        );
+    }
+    // SAFETY: m is a fresh fd we own.
+    let m = unsafe { OwnedFd::from_raw_fd(m) };
+    let unlock: libc::c_int = 0;
+    // SAFETY: TIOCSPTLCK with a valid int unlocks the slave; TIOCGPTPEER opens it.
+    let s = unsafe {
+        libc::ioctl(m.as_raw_fd(), libc::TIOCSPTLCK, &unlock);
+        libc::ioctl(
+            m.as_raw_fd(),
+            libc::TIOCGPTPEER,
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_NONBLOCK | libc::O_CLOEXEC,
+        )
+    };
+    if s < 0 {
+        bail!(
+            "{who}: pty {}: cannot open the new slave: {}",
+            p.index,
+            last_err()
+        );
+    }
+    // SAFETY: s is a fresh fd we own.
+    let s = unsafe { OwnedFd::from_raw_fd(s) };
+    let (mfd, sfd) = (m.as_raw_fd(), s.as_raw_fd());
+    let attrs = termios_of(&p.attrs);
+    let mut quiet = attrs;
+    quiet.c_lflag &= !(libc::ICANON | libc::ECHO | libc::ECHONL | libc::ISIG | libc::IEXTEN);
+    quiet.c_iflag &= !(libc::ICRNL | libc::INLCR | libc::IGNCR | libc::IXON | libc::ISTRIP);
+    quiet.c_oflag &= !libc::OPOST;
+    quiet.c_cc[libc::VMIN] = 0;
+    quiet.c_cc[libc::VTIME] = 0;
+    // SAFETY: TCSETS with a valid termios.
+    unsafe { libc::ioctl(sfd, libc::TCSETS, &quiet) };
+    write_all(mfd, &p.to_slave)
+        .and_then(|_| write_all(sfd, &o.data))
+        .map_err(|e| anyhow!("{who}: pty {}: refilling: {e}", p.index))?;
+    if !wait_inq(sfd, p.to_slave.len()) || !wait_inq(mfd, o.data.len()) {
+        bail!(
+            "{who}: pty {}: the new pty did not queue the {} + {} saved bytes within 2 s",
+            p.index,
+            p.to_slave.len(),
+            o.data.len()
+        );
+    }
+    let w = p.attrs.winsize;
+    let ws = libc::winsize {
+        ws_row: w[0],
+        ws_col: w[1],
+        ws_xpixel: w[2],
+        ws_ypixel: w[3],
+    };
+    // SAFETY: TCSETS/TIOCSWINSZ with valid structs; F_SETFL with the program's flags (the
+    // description is shared by every holder of that end, as it was).
+    unsafe {
+        if libc::ioctl(sfd, libc::TCSETS, &attrs) != 0 {
+            bail!(
+                "{who}: pty {}: cannot set its attributes: {}",
+                p.index,
+                last_err()
+            );
+        }
+        libc::ioctl(sfd, libc::TIOCSWINSZ, &ws);
+        for (fd, fl) in [(mfd, o.flags.first()), (sfd, o.flags.get(1))] {
+            let fl = fl.copied().unwrap_or(0);
+            libc::fcntl(fd, libc::F_SETFL, if fl != 0 { fl } else { libc::O_RDWR });
+        }
+    }
+    let up = |f: OwnedFd| -> Result<OwnedFd> {
+        // SAFETY: F_DUPFD_CLOEXEC on our fd.
+        let n = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_DUPFD_CLOEXEC, high) };
+        if n < 0 {
+            bail!("{who}: pty {}: {}", p.index, last_err());
+        }
+        // SAFETY: fresh fd we own.
+        Ok(unsafe { OwnedFd::from_raw_fd(n) })
+    };
+    Ok((up(m)?, up(s)?))
+}
+
+/// For a process with pid `pid` that calls `setsid()` at restart: the key of the pty that
+/// was its session's controlling terminal, and the foreground group it had.
+pub fn ctty_of(objects: &[SharedObject], pid: i32) -> Option<(u64, i32)> {
+    objects.iter().find_map(|o| match &o.kind {
+        ObjKind::Pty(p) if p.ctty_sid == pid && pid > 0 => Some((o.key, p.fg_pgrp)),
+        _ => None,
+    })
+}

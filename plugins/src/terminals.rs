@@ -1,0 +1,498 @@
+//! Terminals: the terminal the computation runs in, and pseudo-terminal pairs the program made.
+//!
+//! Owns (see docs/terminals.md):
+//! - **Outside terminals** (fds re-inherited from `ckpt-restart`, see the files plugin): at
+//!   checkpoint each records its attributes, window size, whether it is the process's
+//!   controlling terminal and whether the process's group is in the foreground
+//!   ([`TermFd`], kept in this plugin's memory, which the restart brings back, and in the
+//!   header for inspection). At restart the attributes are applied to the new terminal only
+//!   where the program had changed them from what the terminal had at launch (a full-screen
+//!   program gets its raw mode back; a program that never touched the terminal leaves the
+//!   user's settings alone), the same for the window size; and a process whose group was
+//!   in the foreground makes its group the foreground of the new terminal (`TIOCSPGRP` with
+//!   `SIGTTOU` blocked, so nobody stops).
+//! - **Ptys made by the program** (`/dev/ptmx`, `posix_openpt`, `openpty`): every fd on the
+//!   master or a slave becomes a reference to one shared object ([`ObjKind::Pty`]) keyed by
+//!   the pty number; `ckpt-restart` makes a new pair, refills it and installs it (launcher
+//!   `ptys.rs`). A holder of the master drains both directions through a second slave fd
+//!   (`TIOCGPTPEER`): what the master can read (consumed with the description briefly
+//!   non-blocking) and what the slave can read (read in non-canonical mode), then writes both
+//!   back at once (input with echo off, output with output processing off) and waits until the
+//!   kernel shows them queued again, so a checkpoint without restart leaves the same bytes.
+//!
+//! Must never: block (every fd it reads is non-blocking, every wait is bounded), touch glibc's
+//! malloc, stdio or locks (user threads are frozen), or change what a running program can see
+//! once the checkpoint is over (flags and attributes it changes are put back).
+
+use crate::api::{CkptContext, Plugin, RestartContext};
+use ckpt_format::image::{FdKind, ObjKind, ObjRef, PtyObj, SharedObject, TermAttrs, TermFd};
+
+#[derive(Default)]
+pub struct Terminals {
+    /// (dev, ino, attributes) of each terminal found open at startup (or at the last restart):
+    /// the baseline the restart compares with.
+    launch: Vec<(u64, u64, TermAttrs)>,
+    /// What the last checkpoint saw (restored with the process's memory at restart).
+    saved: Vec<TermFd>,
+}
+
+const PTMX_MAJOR: u32 = 5;
+const PTMX_MINOR: u32 = 2;
+
+/// Attributes and window size of terminal `fd`; `None` if it is not a terminal.
+pub fn get_attrs(fd: i32) -> Option<TermAttrs> {
+    // SAFETY: zeroed termios/winsize are valid out-buffers for TCGETS/TIOCGWINSZ.
+    let mut t: libc::termios = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::ioctl(fd, libc::TCGETS, &mut t) } != 0 {
+        return None;
+    }
+    // SAFETY: as above.
+    let mut w: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: valid out-pointer.
+    unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut w) };
+    Some(TermAttrs {
+        iflag: t.c_iflag,
+        oflag: t.c_oflag,
+        cflag: t.c_cflag,
+        lflag: t.c_lflag,
+        line: t.c_line,
+        cc: t.c_cc.to_vec(),
+        winsize: [w.ws_row, w.ws_col, w.ws_xpixel, w.ws_ypixel],
+    })
+}
+
+/// The `termios` of `a`.
+pub fn to_termios(a: &TermAttrs) -> libc::termios {
+    // SAFETY: termios is plain data; zero is a valid start.
+    let mut t: libc::termios = unsafe { std::mem::zeroed() };
+    t.c_iflag = a.iflag;
+    t.c_oflag = a.oflag;
+    t.c_cflag = a.cflag;
+    t.c_lflag = a.lflag;
+    t.c_line = a.line;
+    let n = a.cc.len().min(t.c_cc.len());
+    t.c_cc[..n].copy_from_slice(&a.cc[..n]);
+    t
+}
+
+fn set_termios(fd: i32, t: &libc::termios) -> bool {
+    // SAFETY: TCSETS with a valid termios.
+    unsafe { libc::ioctl(fd, libc::TCSETS, t) == 0 }
+}
+
+fn set_winsize(fd: i32, w: [u16; 4]) -> bool {
+    let ws = libc::winsize {
+        ws_row: w[0],
+        ws_col: w[1],
+        ws_xpixel: w[2],
+        ws_ypixel: w[3],
+    };
+    // SAFETY: TIOCSWINSZ with a valid winsize.
+    unsafe { libc::ioctl(fd, libc::TIOCSWINSZ, &ws) == 0 }
+}
+
+fn same_termios(a: &TermAttrs, b: &TermAttrs) -> bool {
+    (a.iflag, a.oflag, a.cflag, a.lflag, a.line, &a.cc)
+        == (b.iflag, b.oflag, b.cflag, b.lflag, b.line, &b.cc)
+}
+
+fn fstat(fd: i32) -> Option<libc::stat> {
+    // SAFETY: fstat into a zeroed buffer.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: valid out-pointer.
+    (unsafe { libc::fstat(fd, &mut st) } == 0).then_some(st)
+}
+
+fn major_minor(rdev: u64) -> (u32, u32) {
+    (libc::major(rdev), libc::minor(rdev))
+}
+
+/// The pty number of a slave device (`/dev/pts/N`), if `rdev` is one (majors 136-143).
+fn slave_index(rdev: u64) -> Option<u32> {
+    let (ma, mi) = major_minor(rdev);
+    (136..=143).contains(&ma).then(|| (ma - 136) * 256 + mi)
+}
+
+/// Blocks `SIGTTOU` and `SIGTTIN` on this thread; returns the old mask.
+pub fn block_tty_signals() -> libc::sigset_t {
+    // SAFETY: sigset manipulation on local values, then pthread_sigmask on this thread.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTTOU);
+        libc::sigaddset(&mut set, libc::SIGTTIN);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
+        old
+    }
+}
+
+pub fn restore_mask(old: &libc::sigset_t) {
+    // SAFETY: putting back the mask block_tty_signals returned.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, old, std::ptr::null_mut()) };
+}
+
+fn now_ms() -> i64 {
+    // SAFETY: clock_gettime into a zeroed timespec.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec * 1000 + ts.tv_nsec / 1_000_000
+}
+
+fn inq(fd: i32) -> usize {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD into a valid int.
+    unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) };
+    n.max(0) as usize
+}
+
+/// Waits (at most 2 s) until `fd` has at least `n` bytes to read; false on timeout.
+pub fn wait_inq(fd: i32, n: usize) -> bool {
+    let deadline = now_ms() + 2000;
+    while inq(fd) < n {
+        if now_ms() > deadline {
+            return false;
+        }
+        let ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 200_000,
+        };
+        // SAFETY: nanosleep with a valid timespec.
+        unsafe { libc::nanosleep(&ts, std::ptr::null_mut()) };
+    }
+    true
+}
+
+/// Reads everything `fd` (non-blocking) has to give.
+fn read_all(fd: i32) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        // SAFETY: reading into a local buffer.
+        let r = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        if r <= 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..r as usize]);
+    }
+    out
+}
+
+/// Writes all of `data` to non-blocking `fd`, waiting (bounded) when it is full.
+pub fn write_all(fd: i32, mut data: &[u8]) -> Result<(), String> {
+    let deadline = now_ms() + 2000;
+    while !data.is_empty() {
+        // SAFETY: writing from a valid slice.
+        let r = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
+        if r > 0 {
+            data = &data[r as usize..];
+            continue;
+        }
+        let e = std::io::Error::last_os_error();
+        if !matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EINTR)) {
+            return Err(e.to_string());
+        }
+        if now_ms() > deadline {
+            return Err(format!("{} bytes did not fit in 2 s", data.len()));
+        }
+        let ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 500_000,
+        };
+        // SAFETY: nanosleep with a valid timespec.
+        unsafe { libc::nanosleep(&ts, std::ptr::null_mut()) };
+    }
+    Ok(())
+}
+
+/// Puts bytes back into a pty: `to_slave` as input the slave side will read (written on the
+/// master with the slave in non-canonical no-echo mode), `to_master` as output the master
+/// will read (written on the slave with output processing off); then `attrs` on the slave.
+/// `master` and `slave` must be non-blocking. Waits until the kernel shows the bytes queued.
+pub fn refill(
+    master: i32,
+    slave: i32,
+    attrs: &libc::termios,
+    to_slave: &[u8],
+    to_master: &[u8],
+) -> Result<(), String> {
+    let mut quiet = *attrs;
+    quiet.c_lflag &= !(libc::ICANON | libc::ECHO | libc::ECHONL | libc::ISIG | libc::IEXTEN);
+    quiet.c_iflag &= !(libc::ICRNL | libc::INLCR | libc::IGNCR | libc::IXON | libc::ISTRIP);
+    quiet.c_oflag &= !libc::OPOST;
+    quiet.c_cc[libc::VMIN] = 0;
+    quiet.c_cc[libc::VTIME] = 0;
+    if !set_termios(slave, &quiet) {
+        return Err(format!(
+            "cannot set the pty's attributes: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    let base_s = inq(slave);
+    let base_m = inq(master);
+    let r = write_all(master, to_slave)
+        .map_err(|e| format!("pty input: {e}"))
+        .and_then(|_| write_all(slave, to_master).map_err(|e| format!("pty output: {e}")))
+        .and_then(|_| {
+            (wait_inq(slave, base_s + to_slave.len()) && wait_inq(master, base_m + to_master.len()))
+                .then_some(())
+                .ok_or_else(|| "the pty did not queue the saved bytes within 2 s".to_string())
+        });
+    set_termios(slave, attrs);
+    r
+}
+
+impl Terminals {
+    fn baseline(&self, st: &libc::stat) -> Option<TermAttrs> {
+        self.launch
+            .iter()
+            .find(|(d, i, _)| *d == st.st_dev && *i == st.st_ino)
+            .map(|(_, _, a)| a.clone())
+    }
+
+    /// Drains a pty whose master is `fd` (see the module doc): returns (to_slave, to_master,
+    /// slave attributes).
+    fn drain_master(fd: i32) -> Result<(Vec<u8>, Vec<u8>, TermAttrs), String> {
+        // SAFETY: TIOCGPTPEER opens a new slave fd for this master (Linux >= 4.13).
+        let peer = unsafe {
+            libc::ioctl(
+                fd,
+                libc::TIOCGPTPEER,
+                libc::O_RDWR | libc::O_NOCTTY | libc::O_NONBLOCK | libc::O_CLOEXEC,
+            )
+        };
+        if peer < 0 {
+            return Err(format!(
+                "fd {fd}: cannot open the slave of a pty master (TIOCGPTPEER): {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        let attrs = get_attrs(peer).unwrap_or_default();
+        let orig = to_termios(&attrs);
+        // SAFETY: F_GETFL on the program's master.
+        let fl = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+        // SAFETY: making the (frozen) program's description non-blocking for the drain; put
+        // back below.
+        unsafe { libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK) };
+        let old = block_tty_signals();
+        let to_master = read_all(fd);
+        let mut quiet = orig;
+        quiet.c_lflag &= !(libc::ICANON | libc::ECHO);
+        quiet.c_cc[libc::VMIN] = 0;
+        quiet.c_cc[libc::VTIME] = 0;
+        set_termios(peer, &quiet);
+        let to_slave = read_all(peer);
+        let r = refill(fd, peer, &orig, &to_slave, &to_master);
+        restore_mask(&old);
+        // SAFETY: putting back the program's flags; closing our peer fd.
+        unsafe {
+            libc::fcntl(fd, libc::F_SETFL, fl);
+            libc::close(peer);
+        }
+        r.map(|_| (to_slave, to_master, attrs))
+    }
+
+    fn pty_object(
+        &mut self,
+        ctx: &mut CkptContext,
+        i: usize,
+        index: u32,
+        master: bool,
+    ) -> Result<(), String> {
+        let fd = ctx.header.fds[i].fd;
+        let key = crate::files::obj_key("pty", &[index as u64]);
+        ctx.header.fds[i].object = Some(ObjRef {
+            key,
+            end: u8::from(!master),
+        });
+        let have = ctx.header.objects.iter().position(|o| o.key == key);
+        let end = usize::from(!master);
+        let fl = ctx.header.fds[i].flags;
+        if let Some(k) = have {
+            let o = &mut ctx.header.objects[k];
+            if o.flags.len() == 2 && o.flags[end] == 0 {
+                o.flags[end] = fl;
+            }
+            if o.has_data || !master {
+                return Ok(());
+            }
+        }
+        let mut flags = have
+            .map(|k| ctx.header.objects[k].flags.clone())
+            .filter(|f| f.len() == 2)
+            .unwrap_or_else(|| vec![0, 0]);
+        flags[end] = fl;
+        let mut p = PtyObj {
+            index,
+            attrs: get_attrs(fd).unwrap_or_default(),
+            to_slave: Vec::new(),
+            ctty_sid: 0,
+            fg_pgrp: 0,
+        };
+        let mut data = Vec::new();
+        if master {
+            let (s, m, a) = Self::drain_master(fd)?;
+            p.to_slave = s;
+            data = m;
+            p.attrs = a;
+        }
+        let mut sid: libc::pid_t = 0;
+        // SAFETY: TIOCGSID into a valid pid_t (fails unless the pty is somebody's ctty).
+        if unsafe { libc::ioctl(fd, libc::TIOCGSID, &mut sid) } == 0 {
+            p.ctty_sid = sid;
+            let mut pg: libc::pid_t = 0;
+            // SAFETY: TIOCGPGRP into a valid pid_t.
+            if unsafe { libc::ioctl(fd, libc::TIOCGPGRP, &mut pg) } == 0 {
+                p.fg_pgrp = pg;
+            }
+        }
+        let obj = SharedObject {
+            key,
+            kind: ObjKind::Pty(p),
+            flags,
+            offset: 0,
+            has_data: master,
+            data,
+        };
+        match have {
+            Some(k) => ctx.header.objects[k] = obj,
+            None => ctx.header.objects.push(obj),
+        }
+        Ok(())
+    }
+}
+
+impl Plugin for Terminals {
+    fn name(&self) -> &'static str {
+        "terminals"
+    }
+
+    fn init(&mut self) {
+        let mut fds = Vec::new();
+        let _ = crate::rawdir::list_numeric_dir(c"/proc/self/fd", &mut fds);
+        for fd in fds {
+            if let (Some(st), Some(a)) = (fstat(fd), get_attrs(fd))
+                && !self
+                    .launch
+                    .iter()
+                    .any(|(d, i, _)| *d == st.st_dev && *i == st.st_ino)
+            {
+                self.launch.push((st.st_dev, st.st_ino, a));
+            }
+        }
+    }
+
+    fn checkpoint(&mut self, ctx: &mut CkptContext) -> Result<(), String> {
+        self.saved.clear();
+        // SAFETY: raw getpgid(0): the kernel's group of this process.
+        let pgrp = unsafe { libc::syscall(libc::SYS_getpgid, 0) } as libc::pid_t;
+        for i in 0..ctx.header.fds.len() {
+            let f = &ctx.header.fds[i];
+            if f.kind != FdKind::CharDevice {
+                continue;
+            }
+            let fd = f.fd;
+            let Some(st) = fstat(fd) else { continue };
+            if crate::files::reinherited(f) {
+                let Some(attrs) = get_attrs(fd) else { continue };
+                let mut sid: libc::pid_t = 0;
+                // SAFETY: TIOCGSID into a valid pid_t; fails unless it is our ctty.
+                let ctty = unsafe { libc::ioctl(fd, libc::TIOCGSID, &mut sid) } == 0;
+                let mut fg: libc::pid_t = 0;
+                // SAFETY: TIOCGPGRP into a valid pid_t.
+                let foreground =
+                    ctty && unsafe { libc::ioctl(fd, libc::TIOCGPGRP, &mut fg) } == 0 && fg == pgrp;
+                self.saved.push(TermFd {
+                    fd,
+                    attrs,
+                    launch: self.baseline(&st),
+                    ctty,
+                    foreground,
+                });
+                continue;
+            }
+            let (ma, mi) = major_minor(st.st_rdev);
+            if (ma, mi) == (PTMX_MAJOR, PTMX_MINOR) {
+                let mut n: libc::c_uint = 0;
+                // SAFETY: TIOCGPTN into a valid uint.
+                if unsafe { libc::ioctl(fd, libc::TIOCGPTN, &mut n) } != 0 {
+                    continue;
+                }
+                self.pty_object(ctx, i, n, true)?;
+            } else if let Some(n) = slave_index(st.st_rdev) {
+                self.pty_object(ctx, i, n, false)?;
+            }
+        }
+        ctx.header.terminals = self.saved.clone();
+        Ok(())
+    }
+
+    fn restart(&mut self, ctx: &mut RestartContext) -> Result<(), String> {
+        let old = block_tty_signals();
+        // The new terminals' own settings are the baseline from now on.
+        let saved = std::mem::take(&mut self.saved);
+        self.launch.clear();
+        // SAFETY: raw getpgid(0).
+        let pgrp = unsafe { libc::syscall(libc::SYS_getpgid, 0) } as libc::pid_t;
+        for t in &saved {
+            if !ctx
+                .fds
+                .iter()
+                .any(|f| f.fd == t.fd && crate::files::reinherited(f))
+            {
+                continue;
+            }
+            let (Some(st), Some(cur)) = (fstat(t.fd), get_attrs(t.fd)) else {
+                continue; // ckpt-restart's fd there is no terminal: nothing to apply
+            };
+            if !self
+                .launch
+                .iter()
+                .any(|(d, i, _)| *d == st.st_dev && *i == st.st_ino)
+            {
+                self.launch.push((st.st_dev, st.st_ino, cur.clone()));
+            }
+            let changed = |f: &dyn Fn(&TermAttrs) -> bool| t.launch.as_ref().is_none_or(|l| f(l));
+            if changed(&|l| !same_termios(l, &t.attrs))
+                && !same_termios(&cur, &t.attrs)
+                && !set_termios(t.fd, &to_termios(&t.attrs))
+            {
+                ctx.warnings.push(format!(
+                    "fd {}: cannot restore the terminal's attributes: {}",
+                    t.fd,
+                    std::io::Error::last_os_error()
+                ));
+            }
+            if t.launch
+                .as_ref()
+                .is_some_and(|l| l.winsize != t.attrs.winsize)
+                && cur.winsize != t.attrs.winsize
+            {
+                set_winsize(t.fd, t.attrs.winsize);
+            }
+            let mut sid: libc::pid_t = 0;
+            // SAFETY: TIOCGSID into a valid pid_t.
+            let ctty = unsafe { libc::ioctl(t.fd, libc::TIOCGSID, &mut sid) } == 0;
+            let mut fg: libc::pid_t = 0;
+            // SAFETY: TIOCGPGRP into a valid pid_t.
+            let cur_fg = unsafe { libc::ioctl(t.fd, libc::TIOCGPGRP, &mut fg) } == 0;
+            // SAFETY: TIOCSPGRP with SIGTTOU blocked (no stop even from the background).
+            if t.foreground
+                && ctty
+                && cur_fg
+                && fg != pgrp
+                && unsafe { libc::ioctl(t.fd, libc::TIOCSPGRP, &pgrp) } != 0
+            {
+                ctx.warnings.push(format!(
+                    "fd {}: cannot make group {pgrp} the terminal's foreground: {}",
+                    t.fd,
+                    std::io::Error::last_os_error()
+                ));
+            }
+        }
+        restore_mask(&old);
+        Ok(())
+    }
+}

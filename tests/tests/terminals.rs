@@ -1,0 +1,130 @@
+//! Terminals (docs/terminals.md): a program run in a terminal comes back in the terminal
+//! `ckpt-restart` runs in with its attributes, window size and foreground group, and still
+//! gets ^C; a pty pair the program made is recreated with the bytes queued in both directions
+//! and stays the controlling terminal of the child's session. Sources: `tests/progs/term_raw.c`,
+//! `tests/progs/pty_pair.c`.
+
+use std::time::Duration;
+
+use ckpt_format::image::{ObjKind, read_header};
+use ckpt_tests::pty::Term;
+use ckpt_tests::tree::images_in;
+use ckpt_tests::tree::{TreeSpec, tree_scenario};
+use ckpt_tests::{Prog, Session, describe_status};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// The part of each "step N ..." line after the step number, in order.
+fn steps(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("step "))
+        .filter_map(|l| l.split_once(' ').map(|(_, rest)| rest.to_string()))
+        .collect()
+}
+
+const RAW: &str = "icanon=0 echo=0 isig=1 winsize=33x77 fg=1";
+
+/// Launch in terminal 1 (raw no-echo mode, 33x77 set by the program), checkpoint, keep running,
+/// kill; restart in a *new* terminal 2 (24x80, cooked): the program must see its raw mode, its
+/// window size and the foreground again, and a ^C typed in terminal 2 must reach it.
+#[test]
+fn raw_terminal_comes_back_in_a_new_terminal() {
+    let s = Session::new("term_raw");
+    let prog = Prog {
+        name: "term_raw".into(),
+        program: env!("CKPT_PROG_TERM_RAW").into(),
+        args: vec!["600".into()],
+        lines: 601,
+    };
+    let mut t1 = Term::new(24, 80);
+    let mut app = t1.spawn(s.launch_command(&prog), "launch-term_raw");
+    t1.wait_for("10 steps in terminal 1", WAIT, |t| steps(t).len() >= 10);
+    let imgs = s.checkpoint();
+    let n = steps(&t1.text()).len();
+    t1.wait_for("5 more steps after the checkpoint", WAIT, |t| {
+        steps(t).len() >= n + 5
+    });
+    let before = steps(&t1.text());
+    assert!(
+        before.iter().all(|l| l == RAW),
+        "terminal 1 showed unexpected steps: {before:?}\n{}",
+        t1.text()
+    );
+    s.kill_computation(&mut app);
+
+    let mut t2 = Term::new(24, 80);
+    let mut r = t2.spawn(s.restart_command(&imgs), "restart-term_raw");
+    let text = t2.wait_for("10 steps in terminal 2", WAIT, |t| steps(t).len() >= 10);
+    let after = steps(&text);
+    assert!(
+        after.iter().all(|l| l == RAW),
+        "after restart in terminal 2 the program saw {:?}, expected every step to be {RAW:?}\n{text}",
+        after.iter().find(|l| *l != RAW)
+    );
+    t2.write(b"\x03");
+    t2.wait_for("the program's SIGINT line", WAIT, |t| {
+        t.contains("got SIGINT at step")
+    });
+    let st = r
+        .try_wait_exit(Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("ckpt-restart did not exit after ^C: {e}\n{}", t2.text()));
+    assert!(
+        st.success(),
+        "ckpt-restart: {}\n{}",
+        describe_status(&st),
+        t2.text()
+    );
+}
+
+/// A parent and its child talking through a pty pair the parent made (the child's session has
+/// the slave as controlling terminal), with lines queued both ways at every checkpoint, through
+/// the tree cycle: same output as a native run.
+#[test]
+fn pty_pair_made_by_the_program() {
+    tree_scenario(
+        Prog {
+            name: "pty_pair".into(),
+            program: env!("CKPT_PROG_PTY_PAIR").into(),
+            args: vec!["400".into()],
+            lines: 402,
+        },
+        TreeSpec {
+            procs: 2..=2,
+            stable: true,
+            after_restart: Some(Box::new(|s, _, _| {
+                // The images just restarted: the pty is one object, the master's holder saved
+                // what was queued, and the slave was the child's controlling terminal.
+                let mut seen = Vec::new();
+                for img in images_in(s.ckpt_dir()) {
+                    let f = std::fs::File::open(&img).expect("open image");
+                    let mut r = flate2::read::MultiGzDecoder::new(f);
+                    let h = read_header(&mut r).expect("image header");
+                    for o in &h.objects {
+                        if let ObjKind::Pty(p) = &o.kind {
+                            seen.push((
+                                h.vpid,
+                                o.has_data,
+                                p.to_slave.len(),
+                                o.data.len(),
+                                p.ctty_sid,
+                            ));
+                        }
+                    }
+                }
+                s.log(format!(
+                    "pty objects (vpid, has_data, to_slave, to_master, ctty_sid): {seen:?}"
+                ));
+                assert_eq!(seen.len(), 2, "both images refer to the pty: {seen:?}");
+                assert!(
+                    seen.iter().any(|x| x.1),
+                    "no image saved the pty's bytes: {seen:?}"
+                );
+                assert!(
+                    seen.iter().all(|x| x.4 > 0),
+                    "the pty was nobody's ctty: {seen:?}"
+                );
+            })),
+            ..TreeSpec::default()
+        },
+    );
+}
