@@ -158,6 +158,9 @@ pub struct PtyObj {
     pub ctty_sid: i32,
     /// Its foreground process group (0: none or unknown).
     pub fg_pgrp: i32,
+    /// The slave was still locked (`unlockpt` not called yet): nothing could be queued.
+    #[serde(default)]
+    pub locked: bool,
 }
 
 /// A terminal fd of a process that is not a pty the computation made (the terminal

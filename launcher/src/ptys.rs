@@ -78,6 +78,67 @@ fn termios_of(a: &TermAttrs) -> libc::termios {
     t
 }
 
+/// The attributes the saved bytes are queued under: echo, signal and editing characters,
+/// input mapping and output processing off, canonical mode as saved (line boundaries and a
+/// partial last line stay as they were). Same rule as the terminals plugin's.
+fn quiet_termios(attrs: &libc::termios) -> libc::termios {
+    let mut q = *attrs;
+    q.c_lflag &= !(libc::ECHO
+        | libc::ECHOE
+        | libc::ECHOK
+        | libc::ECHONL
+        | libc::ECHOCTL
+        | libc::ECHOKE
+        | libc::ISIG
+        | libc::IEXTEN);
+    q.c_iflag &= !(libc::ICRNL
+        | libc::INLCR
+        | libc::IGNCR
+        | libc::ISTRIP
+        | libc::IUCLC
+        | libc::IXON
+        | libc::IXOFF);
+    q.c_oflag &= !libc::OPOST;
+    for c in [
+        libc::VERASE,
+        libc::VKILL,
+        libc::VEOF,
+        libc::VWERASE,
+        libc::VREPRINT,
+        libc::VLNEXT,
+        libc::VINTR,
+        libc::VQUIT,
+        libc::VSUSP,
+    ] {
+        q.c_cc[c] = 0; // _POSIX_VDISABLE
+    }
+    q
+}
+
+/// Bytes of `input` a reader under `t` sees once queued (canonical: up to the last line end).
+fn visible_input(t: &libc::termios, input: &[u8]) -> usize {
+    if t.c_lflag & libc::ICANON == 0 {
+        return input.len();
+    }
+    let ends = [b'\n', t.c_cc[libc::VEOL], t.c_cc[libc::VEOL2]];
+    input
+        .iter()
+        .rposition(|c| *c != 0 && ends.contains(c))
+        .map_or(0, |i| i + 1)
+}
+
+/// n_tty's poll runs the port's pending input work when nothing is readable yet: after it,
+/// every byte written on the master has been through the line discipline.
+fn flush_input(slave: i32) {
+    let mut p = libc::pollfd {
+        fd: slave,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: poll on one valid pollfd, no wait.
+    unsafe { libc::poll(&mut p, 1, 0) };
+}
+
 /// A new pair for `o`: (master, slave), both at or above `high`, close-on-exec, with the
 /// saved bytes queued again and the saved attributes and window size.
 pub fn make(o: &SharedObject, p: &PtyObj, high: i32, who: &str) -> Result<(OwnedFd, OwnedFd)> {
@@ -118,18 +179,14 @@ pub fn make(o: &SharedObject, p: &PtyObj, high: i32, who: &str) -> Result<(Owned
     let s = unsafe { OwnedFd::from_raw_fd(s) };
     let (mfd, sfd) = (m.as_raw_fd(), s.as_raw_fd());
     let attrs = termios_of(&p.attrs);
-    let mut quiet = attrs;
-    quiet.c_lflag &= !(libc::ICANON | libc::ECHO | libc::ECHONL | libc::ISIG | libc::IEXTEN);
-    quiet.c_iflag &= !(libc::ICRNL | libc::INLCR | libc::IGNCR | libc::IXON | libc::ISTRIP);
-    quiet.c_oflag &= !libc::OPOST;
-    quiet.c_cc[libc::VMIN] = 0;
-    quiet.c_cc[libc::VTIME] = 0;
+    let quiet = quiet_termios(&attrs);
     // SAFETY: TCSETS with a valid termios.
     unsafe { libc::ioctl(sfd, libc::TCSETS, &quiet) };
     write_all(mfd, &p.to_slave)
         .and_then(|_| write_all(sfd, &o.data))
         .map_err(|e| anyhow!("{who}: pty {}: refilling: {e}", p.index))?;
-    if !wait_inq(sfd, p.to_slave.len()) || !wait_inq(mfd, o.data.len()) {
+    flush_input(sfd);
+    if !wait_inq(sfd, visible_input(&quiet, &p.to_slave)) || !wait_inq(mfd, o.data.len()) {
         bail!(
             "{who}: pty {}: the new pty did not queue the {} + {} saved bytes within 2 s",
             p.index,
@@ -158,6 +215,11 @@ pub fn make(o: &SharedObject, p: &PtyObj, high: i32, who: &str) -> Result<(Owned
         for (fd, fl) in [(mfd, o.flags.first()), (sfd, o.flags.get(1))] {
             let fl = fl.copied().unwrap_or(0);
             libc::fcntl(fd, libc::F_SETFL, if fl != 0 { fl } else { libc::O_RDWR });
+        }
+        if p.locked {
+            // Nobody had the slave open: lock it again, as the program left it.
+            let lock: libc::c_int = 1;
+            libc::ioctl(mfd, libc::TIOCSPTLCK, &lock);
         }
     }
     let up = |f: OwnedFd| -> Result<OwnedFd> {

@@ -207,10 +207,74 @@ pub fn write_all(fd: i32, mut data: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
+/// The attributes under which saved bytes are put back into a pty: `attrs` with echo, signal
+/// characters, input mapping, line editing characters and output processing off, so the line
+/// discipline queues the bytes as they are; canonical mode stays as it was, so queued input
+/// keeps its line boundaries (and a partial line stays partial).
+pub fn quiet_termios(attrs: &libc::termios) -> libc::termios {
+    let mut q = *attrs;
+    q.c_lflag &= !(libc::ECHO
+        | libc::ECHOE
+        | libc::ECHOK
+        | libc::ECHONL
+        | libc::ECHOCTL
+        | libc::ECHOKE
+        | libc::ISIG
+        | libc::IEXTEN);
+    q.c_iflag &= !(libc::ICRNL
+        | libc::INLCR
+        | libc::IGNCR
+        | libc::ISTRIP
+        | libc::IUCLC
+        | libc::IXON
+        | libc::IXOFF);
+    q.c_oflag &= !libc::OPOST;
+    for c in [
+        libc::VERASE,
+        libc::VKILL,
+        libc::VEOF,
+        libc::VWERASE,
+        libc::VREPRINT,
+        libc::VLNEXT,
+        libc::VINTR,
+        libc::VQUIT,
+        libc::VSUSP,
+    ] {
+        q.c_cc[c] = 0; // _POSIX_VDISABLE
+    }
+    q
+}
+
+/// How many of `input`'s bytes a reader under `t` can see once they are queued: all in
+/// non-canonical mode, up to the last line end in canonical mode.
+pub fn visible_input(t: &libc::termios, input: &[u8]) -> usize {
+    if t.c_lflag & libc::ICANON == 0 {
+        return input.len();
+    }
+    let ends = [b'\n', t.c_cc[libc::VEOL], t.c_cc[libc::VEOL2]];
+    input
+        .iter()
+        .rposition(|c| *c != 0 && ends.contains(c))
+        .map_or(0, |i| i + 1)
+}
+
+/// Makes the kernel run the pending input processing of `slave` now (n_tty's poll flushes
+/// the port's buffer work when nothing is readable yet).
+pub fn flush_input(slave: i32) {
+    let mut p = libc::pollfd {
+        fd: slave,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: poll on one valid pollfd, no wait.
+    unsafe { libc::poll(&mut p, 1, 0) };
+}
+
 /// Puts bytes back into a pty: `to_slave` as input the slave side will read (written on the
-/// master with the slave in non-canonical no-echo mode), `to_master` as output the master
-/// will read (written on the slave with output processing off); then `attrs` on the slave.
-/// `master` and `slave` must be non-blocking. Waits until the kernel shows the bytes queued.
+/// master), `to_master` as output the master will read (written on the slave), both under
+/// [`quiet_termios`]; then `attrs` on the slave. `master` and `slave` must be non-blocking.
+/// Waits (bounded) until the kernel shows the bytes queued. Anything queued already stays
+/// in front.
 pub fn refill(
     master: i32,
     slave: i32,
@@ -218,12 +282,7 @@ pub fn refill(
     to_slave: &[u8],
     to_master: &[u8],
 ) -> Result<(), String> {
-    let mut quiet = *attrs;
-    quiet.c_lflag &= !(libc::ICANON | libc::ECHO | libc::ECHONL | libc::ISIG | libc::IEXTEN);
-    quiet.c_iflag &= !(libc::ICRNL | libc::INLCR | libc::IGNCR | libc::IXON | libc::ISTRIP);
-    quiet.c_oflag &= !libc::OPOST;
-    quiet.c_cc[libc::VMIN] = 0;
-    quiet.c_cc[libc::VTIME] = 0;
+    let quiet = quiet_termios(attrs);
     if !set_termios(slave, &quiet) {
         return Err(format!(
             "cannot set the pty's attributes: {}",
@@ -236,9 +295,11 @@ pub fn refill(
         .map_err(|e| format!("pty input: {e}"))
         .and_then(|_| write_all(slave, to_master).map_err(|e| format!("pty output: {e}")))
         .and_then(|_| {
-            (wait_inq(slave, base_s + to_slave.len()) && wait_inq(master, base_m + to_master.len()))
-                .then_some(())
-                .ok_or_else(|| "the pty did not queue the saved bytes within 2 s".to_string())
+            flush_input(slave);
+            (wait_inq(slave, base_s + visible_input(&quiet, to_slave))
+                && wait_inq(master, base_m + to_master.len()))
+            .then_some(())
+            .ok_or_else(|| "the pty did not queue the saved bytes within 2 s".to_string())
         });
     set_termios(slave, attrs);
     r
@@ -330,13 +391,24 @@ impl Terminals {
             to_slave: Vec::new(),
             ctty_sid: 0,
             fg_pgrp: 0,
+            locked: false,
         };
         let mut data = Vec::new();
-        if master {
-            let (s, m, a) = Self::drain_master(fd)?;
-            p.to_slave = s;
-            data = m;
-            p.attrs = a;
+        let mut lock: libc::c_int = 0;
+        // SAFETY: TIOCGPTLCK into a valid int.
+        p.locked =
+            master && unsafe { libc::ioctl(fd, libc::TIOCGPTLCK, &mut lock) } == 0 && lock != 0;
+        if master && !p.locked {
+            match Self::drain_master(fd) {
+                Ok((s, m, a)) => {
+                    p.to_slave = s;
+                    data = m;
+                    p.attrs = a;
+                }
+                Err(e) => ctx.warnings.push(format!(
+                    "{e}; the bytes queued in pty {index} are not saved"
+                )),
+            }
         }
         let mut sid: libc::pid_t = 0;
         // SAFETY: TIOCGSID into a valid pid_t (fails unless the pty is somebody's ctty).
@@ -494,5 +566,129 @@ impl Plugin for Terminals {
         }
         restore_mask(&old);
         Ok(())
+    }
+}
+
+/// `forkpty(3)`: glibc's forks with an internal call that our `fork` wrapper never sees (the
+/// child would run on as an unregistered copy of its parent). Same contract, built on
+/// `openpty`, our `fork` and `login_tty`.
+///
+/// # Safety
+/// As `forkpty(3)`: `amaster` must be valid; `name`, `termp`, `winp` null or valid.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn forkpty(
+    amaster: *mut libc::c_int,
+    name: *mut libc::c_char,
+    termp: *const libc::termios,
+    winp: *const libc::winsize,
+) -> libc::pid_t {
+    let (mut m, mut s) = (-1, -1);
+    // SAFETY: the caller's pointers, passed on as openpty(3) takes them.
+    if unsafe { libc::openpty(&mut m, &mut s, name, termp, winp) } != 0 {
+        return -1;
+    }
+    // SAFETY: our fork wrapper (the symbol resolves to libckpt.so's own `fork`).
+    let pid = unsafe { libc::fork() };
+    match pid {
+        -1 => {
+            // SAFETY: closing the pair we opened.
+            unsafe {
+                libc::close(m);
+                libc::close(s);
+            }
+            -1
+        }
+        0 => {
+            // SAFETY: in the child: drop the master, make the slave our terminal and stdio.
+            unsafe {
+                libc::close(m);
+                if libc::login_tty(s) != 0 {
+                    libc::_exit(1);
+                }
+            }
+            0
+        }
+        _ => {
+            // SAFETY: the caller's out-pointer; closing our copy of the slave.
+            unsafe {
+                *amaster = m;
+                libc::close(s);
+            }
+            pid
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pty() -> (i32, i32) {
+        // SAFETY: opening a pty pair for the test; fds closed at the end of each test.
+        unsafe {
+            let m = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
+            assert!(m >= 0, "posix_openpt");
+            libc::grantpt(m);
+            libc::unlockpt(m);
+            let s = libc::ioctl(
+                m,
+                libc::TIOCGPTPEER,
+                libc::O_RDWR | libc::O_NOCTTY | libc::O_NONBLOCK,
+            );
+            assert!(s >= 0, "TIOCGPTPEER");
+            (m, s)
+        }
+    }
+
+    fn read_once(fd: i32) -> Vec<u8> {
+        let mut buf = [0u8; 256];
+        // SAFETY: reading into a local buffer.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        buf[..n.max(0) as usize].to_vec()
+    }
+
+    /// A checkpoint without restart leaves the pty as it found it: same input lines (one per
+    /// canonical read, the partial line still partial), same output, no echo, same flags.
+    #[test]
+    fn drain_leaves_the_pty_as_it_was() {
+        let (m, s) = pty();
+        // Canonical with echo on (the default); output processing on.
+        write_all(m, b"one\ntwo\npart").unwrap();
+        flush_input(s);
+        write_all(s, b"out1\nout2").unwrap();
+        let shown: &[u8] = b"one\r\ntwo\r\npartout1\r\nout2";
+        assert!(wait_inq(m, shown.len()));
+        let before = get_attrs(s).unwrap();
+        // SAFETY: F_GETFL on our fd.
+        let fl = unsafe { libc::fcntl(m, libc::F_GETFL) };
+        let (to_slave, to_master, attrs) = Terminals::drain_master(m).unwrap();
+        assert_eq!(to_slave, b"one\ntwo\npart");
+        // What the master had: the echo of the input, then the output (ONLCR applied once).
+        assert_eq!(to_master, shown);
+        assert_eq!(attrs, before);
+        assert_eq!(get_attrs(s).unwrap(), before);
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::fcntl(m, libc::F_GETFL) }, fl);
+        // The slave reads the lines one at a time; the partial line is not readable.
+        assert_eq!(read_once(s), b"one\n");
+        assert_eq!(read_once(s), b"two\n");
+        assert_eq!(read_once(s), b"");
+        // The master reads the same bytes again, and nothing more (no second echo).
+        // SAFETY: making our master non-blocking for the last reads.
+        unsafe { libc::fcntl(m, libc::F_SETFL, fl | libc::O_NONBLOCK) };
+        let mut again = Vec::new();
+        loop {
+            let b = read_once(m);
+            if b.is_empty() {
+                break;
+            }
+            again.extend(b);
+        }
+        assert_eq!(again, to_master);
+        // SAFETY: closing our fds.
+        unsafe {
+            libc::close(s);
+            libc::close(m);
+        }
     }
 }
