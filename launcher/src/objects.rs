@@ -194,8 +194,10 @@ impl Made {
                 }
                 ObjKind::Socket(_) => {}
                 ObjKind::Pty(p) => {
-                    let (m, s) = crate::ptys::make(o, p, self.high, &who)?;
-                    self.objects.insert((o.key, 0), m);
+                    let (m, s) = crate::ptys::make(o, p, self.high, &who, &mut self.warnings)?;
+                    if let Some(m) = m {
+                        self.objects.insert((o.key, 0), m);
+                    }
                     self.objects.insert((o.key, 1), s);
                 }
             }

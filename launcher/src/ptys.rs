@@ -139,9 +139,61 @@ fn flush_input(slave: i32) {
     unsafe { libc::poll(&mut p, 1, 0) };
 }
 
+/// `/dev/pts/N` opened again with the slave ends' flags (no controlling-terminal change), or
+/// `/dev/null` with a warning when it is gone.
+fn reopen_slave(
+    p: &PtyObj,
+    o: &SharedObject,
+    high: i32,
+    who: &str,
+    warnings: &mut Vec<String>,
+) -> Result<OwnedFd> {
+    let path = format!("/dev/pts/{}", p.index);
+    let fl = o.flags.get(1).copied().unwrap_or(0);
+    let acc = if fl != 0 {
+        fl & libc::O_ACCMODE
+    } else {
+        libc::O_RDWR
+    };
+    let c = std::ffi::CString::new(path.clone())?;
+    // SAFETY: open with a NUL-terminated path.
+    let mut fd = unsafe { libc::open(c.as_ptr(), acc | libc::O_NOCTTY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        warnings.push(format!(
+            "{who}: terminal {path} (not made by the program) cannot be reopened ({}); it is /dev/null now",
+            last_err()
+        ));
+        // SAFETY: open with a NUL-terminated literal path.
+        fd = unsafe { libc::open(c"/dev/null".as_ptr(), acc | libc::O_CLOEXEC) };
+        if fd < 0 {
+            bail!("{who}: /dev/null: {}", last_err());
+        }
+    }
+    // SAFETY: fd is fresh and ours.
+    let low = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: F_DUPFD_CLOEXEC on our fd.
+    let n = unsafe { libc::fcntl(low.as_raw_fd(), libc::F_DUPFD_CLOEXEC, high) };
+    if n < 0 {
+        bail!("{who}: {path}: {}", last_err());
+    }
+    // SAFETY: fresh fd we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(n) })
+}
+
 /// A new pair for `o`: (master, slave), both at or above `high`, close-on-exec, with the
 /// saved bytes queued again and the saved attributes and window size.
-pub fn make(o: &SharedObject, p: &PtyObj, high: i32, who: &str) -> Result<(OwnedFd, OwnedFd)> {
+pub fn make(
+    o: &SharedObject,
+    p: &PtyObj,
+    high: i32,
+    who: &str,
+    warnings: &mut Vec<String>,
+) -> Result<(Option<OwnedFd>, OwnedFd)> {
+    if !o.has_data {
+        // No process of the computation held the master: a terminal from outside that the
+        // program opened by path. Reopen it by path (or /dev/null), as any character device.
+        return Ok((None, reopen_slave(p, o, high, who, warnings)?));
+    }
     // SAFETY: open with a NUL-terminated path.
     let m = unsafe {
         libc::open(
@@ -231,7 +283,7 @@ pub fn make(o: &SharedObject, p: &PtyObj, high: i32, who: &str) -> Result<(Owned
         // SAFETY: fresh fd we own.
         Ok(unsafe { OwnedFd::from_raw_fd(n) })
     };
-    Ok((up(m)?, up(s)?))
+    Ok((Some(up(m)?), up(s)?))
 }
 
 /// For a process with pid `pid` that calls `setsid()` at restart: the key of the pty that

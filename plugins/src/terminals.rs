@@ -1,24 +1,30 @@
 //! Terminals: the terminal the computation runs in, and pseudo-terminal pairs the program made.
 //!
 //! Owns (see docs/terminals.md):
-//! - **Outside terminals** (fds re-inherited from `ckpt-restart`, see the files plugin): at
+//! - **Outside terminals** (fds re-inherited from `ckpt-restart`, see the files plugin, and
+//!   `/dev/tty`, reopened by path): at
 //!   checkpoint each records its attributes, window size, whether it is the process's
 //!   controlling terminal and whether the process's group is in the foreground
 //!   ([`TermFd`], kept in this plugin's memory, which the restart brings back, and in the
 //!   header for inspection). At restart the attributes are applied to the new terminal only
-//!   where the program had changed them from what the terminal had at launch (a full-screen
+//!   where the program had changed them from what the terminal had at launch, or at its exec
+//!   (the *baseline*, keyed by the terminal's device number; none known: applied) (a full-screen
 //!   program gets its raw mode back; a program that never touched the terminal leaves the
 //!   user's settings alone), the same for the window size; and a process whose group was
 //!   in the foreground makes its group the foreground of the new terminal (`TIOCSPGRP` with
-//!   `SIGTTOU` blocked, so nobody stops).
+//!   `SIGTTOU` blocked, so nobody stops) and gets a `SIGWINCH`, so a full-screen program
+//!   redraws the new, blank terminal.
 //! - **Ptys made by the program** (`/dev/ptmx`, `posix_openpt`, `openpty`): every fd on the
 //!   master or a slave becomes a reference to one shared object ([`ObjKind::Pty`]) keyed by
 //!   the pty number; `ckpt-restart` makes a new pair, refills it and installs it (launcher
 //!   `ptys.rs`). A holder of the master drains both directions through a second slave fd
 //!   (`TIOCGPTPEER`): what the master can read (consumed with the description briefly
 //!   non-blocking) and what the slave can read (read in non-canonical mode), then writes both
-//!   back at once (input with echo off, output with output processing off) and waits until the
-//!   kernel shows them queued again, so a checkpoint without restart leaves the same bytes.
+//!   back at once under [`quiet_termios`] (echo, editing and mapping off, canonical mode kept,
+//!   so line boundaries survive) and waits until the kernel shows them queued again, so a
+//!   checkpoint without restart leaves the same bytes. A slave nobody in the computation had
+//!   the master of is reopened by path by `ckpt-restart`. Also here: `forkpty`, rebuilt on our
+//!   `fork` (glibc's forks behind the fork wrapper's back).
 //!
 //! Must never: block (every fd it reads is non-blocking, every wait is bounded), touch glibc's
 //! malloc, stdio or locks (user threads are frozen), or change what a running program can see
@@ -29,13 +35,15 @@ use ckpt_format::image::{FdKind, ObjKind, ObjRef, PtyObj, SharedObject, TermAttr
 
 #[derive(Default)]
 pub struct Terminals {
-    /// (dev, ino, attributes) of each terminal found open at startup (or at the last restart):
-    /// the baseline the restart compares with.
-    launch: Vec<(u64, u64, TermAttrs)>,
+    /// (device number, attributes) of each terminal found open at startup (or at the last
+    /// restart): the baseline the restart compares with.
+    launch: Vec<(u64, TermAttrs)>,
     /// What the last checkpoint saw (restored with the process's memory at restart).
     saved: Vec<TermFd>,
 }
 
+/// `/dev/tty` (the process's controlling terminal, reopened by path at restart).
+const DEV_TTY: (u32, u32) = (5, 0);
 const PTMX_MAJOR: u32 = 5;
 const PTMX_MINOR: u32 = 2;
 
@@ -106,6 +114,27 @@ fn fstat(fd: i32) -> Option<libc::stat> {
 
 fn major_minor(rdev: u64) -> (u32, u32) {
     (libc::major(rdev), libc::minor(rdev))
+}
+
+/// The device number of the terminal behind `st`: its own, or for `/dev/tty` the
+/// controlling terminal's (`tty_nr` of /proc/self/stat).
+fn tty_rdev(st: &libc::stat) -> u64 {
+    if major_minor(st.st_rdev) != DEV_TTY {
+        return st.st_rdev;
+    }
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    // state ppid pgrp session tty_nr
+    let nr = after
+        .split_whitespace()
+        .nth(4)
+        .and_then(|v| v.parse::<i64>().ok());
+    let nr = nr.unwrap_or(0) as u64;
+    // tty_nr packs major in bits 8-15 and minor in bits 0-7 and 20-31.
+    libc::makedev(
+        ((nr >> 8) & 0xfff) as u32,
+        ((nr & 0xff) | ((nr >> 12) & 0xfff00)) as u32,
+    )
 }
 
 /// The pty number of a slave device (`/dev/pts/N`), if `rdev` is one (majors 136-143).
@@ -306,11 +335,17 @@ pub fn refill(
 }
 
 impl Terminals {
-    fn baseline(&self, st: &libc::stat) -> Option<TermAttrs> {
+    fn baseline(&self, rdev: u64) -> Option<TermAttrs> {
         self.launch
             .iter()
-            .find(|(d, i, _)| *d == st.st_dev && *i == st.st_ino)
-            .map(|(_, _, a)| a.clone())
+            .find(|(d, _)| *d == rdev)
+            .map(|(_, a)| a.clone())
+    }
+
+    fn remember(&mut self, rdev: u64, a: TermAttrs) {
+        if rdev != 0 && self.baseline(rdev).is_none() {
+            self.launch.push((rdev, a));
+        }
     }
 
     /// Drains a pty whose master is `fd` (see the module doc): returns (to_slave, to_master,
@@ -445,13 +480,8 @@ impl Plugin for Terminals {
         let mut fds = Vec::new();
         let _ = crate::rawdir::list_numeric_dir(c"/proc/self/fd", &mut fds);
         for fd in fds {
-            if let (Some(st), Some(a)) = (fstat(fd), get_attrs(fd))
-                && !self
-                    .launch
-                    .iter()
-                    .any(|(d, i, _)| *d == st.st_dev && *i == st.st_ino)
-            {
-                self.launch.push((st.st_dev, st.st_ino, a));
+            if let (Some(st), Some(a)) = (fstat(fd), get_attrs(fd)) {
+                self.remember(tty_rdev(&st), a);
             }
         }
     }
@@ -467,7 +497,7 @@ impl Plugin for Terminals {
             }
             let fd = f.fd;
             let Some(st) = fstat(fd) else { continue };
-            if crate::files::reinherited(f) {
+            if crate::files::reinherited(f) || major_minor(st.st_rdev) == DEV_TTY {
                 let Some(attrs) = get_attrs(fd) else { continue };
                 let mut sid: libc::pid_t = 0;
                 // SAFETY: TIOCGSID into a valid pid_t; fails unless it is our ctty.
@@ -479,7 +509,7 @@ impl Plugin for Terminals {
                 self.saved.push(TermFd {
                     fd,
                     attrs,
-                    launch: self.baseline(&st),
+                    launch: self.baseline(tty_rdev(&st)),
                     ctty,
                     foreground,
                 });
@@ -512,24 +542,17 @@ impl Plugin for Terminals {
             if !ctx
                 .fds
                 .iter()
-                .any(|f| f.fd == t.fd && crate::files::reinherited(f))
+                .any(|f| f.fd == t.fd && (crate::files::reinherited(f) || f.path == "/dev/tty"))
             {
                 continue;
             }
             let (Some(st), Some(cur)) = (fstat(t.fd), get_attrs(t.fd)) else {
                 continue; // ckpt-restart's fd there is no terminal: nothing to apply
             };
-            if !self
-                .launch
-                .iter()
-                .any(|(d, i, _)| *d == st.st_dev && *i == st.st_ino)
-            {
-                self.launch.push((st.st_dev, st.st_ino, cur.clone()));
-            }
-            let changed = |f: &dyn Fn(&TermAttrs) -> bool| t.launch.as_ref().is_none_or(|l| f(l));
-            if changed(&|l| !same_termios(l, &t.attrs))
-                && !same_termios(&cur, &t.attrs)
-                && !set_termios(t.fd, &to_termios(&t.attrs))
+            self.remember(tty_rdev(&st), cur.clone());
+            // The program changed the attributes since launch (or we do not know).
+            let changed = t.launch.as_ref().is_none_or(|l| !same_termios(l, &t.attrs));
+            if changed && !same_termios(&cur, &t.attrs) && !set_termios(t.fd, &to_termios(&t.attrs))
             {
                 ctx.warnings.push(format!(
                     "fd {}: cannot restore the terminal's attributes: {}",
@@ -539,7 +562,7 @@ impl Plugin for Terminals {
             }
             if t.launch
                 .as_ref()
-                .is_some_and(|l| l.winsize != t.attrs.winsize)
+                .is_none_or(|l| l.winsize != t.attrs.winsize)
                 && cur.winsize != t.attrs.winsize
             {
                 set_winsize(t.fd, t.attrs.winsize);
@@ -565,6 +588,12 @@ impl Plugin for Terminals {
             }
         }
         restore_mask(&old);
+        if saved.iter().any(|t| t.foreground) {
+            // The new terminal shows nothing of the program yet: a window-size change is the
+            // usual signal for a full-screen program to redraw (ignored by default).
+            // SAFETY: a signal to ourselves, delivered once user threads run.
+            unsafe { libc::kill(crate::api::real_pid(), libc::SIGWINCH) };
+        }
         Ok(())
     }
 }

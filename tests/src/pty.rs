@@ -81,6 +81,25 @@ impl Term {
         }
     }
 
+    /// Clears `lflag` bits of the terminal's attributes (as a user's `stty -echo` would).
+    pub fn clear_lflag(&self, bits: libc::tcflag_t) {
+        // SAFETY: tcgetattr/tcsetattr on our master (they act on the pair's attributes).
+        unsafe {
+            let mut t: libc::termios = std::mem::zeroed();
+            assert_eq!(
+                libc::tcgetattr(self.master.as_raw_fd(), &mut t),
+                0,
+                "tcgetattr"
+            );
+            t.c_lflag &= !bits;
+            assert_eq!(
+                libc::tcsetattr(self.master.as_raw_fd(), libc::TCSANOW, &t),
+                0,
+                "tcsetattr"
+            );
+        }
+    }
+
     /// Starts `cmd` in a new session whose controlling terminal is this pty, with the slave
     /// as its stdin, stdout and stderr. The test's copy of the slave is closed afterwards.
     pub fn spawn(&mut self, mut cmd: Command, label: &str) -> Proc {

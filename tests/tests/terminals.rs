@@ -24,20 +24,14 @@ fn steps(text: &str) -> Vec<String> {
 
 const RAW: &str = "icanon=0 echo=0 isig=1 winsize=33x77 fg=1";
 
-/// Launch in terminal 1 (raw no-echo mode, 33x77 set by the program), checkpoint, keep running,
-/// kill; restart in a *new* terminal 2 (24x80, cooked): the program must see its raw mode, its
-/// window size and the foreground again, and a ^C typed in terminal 2 must reach it.
-#[test]
-fn raw_terminal_comes_back_in_a_new_terminal() {
-    let s = Session::new("term_raw");
-    let prog = Prog {
-        name: "term_raw".into(),
-        program: env!("CKPT_PROG_TERM_RAW").into(),
-        args: vec!["600".into()],
-        lines: 601,
-    };
+/// Launch `prog` in terminal 1 (it puts it in raw no-echo mode and sets 33x77), checkpoint,
+/// keep running, kill; restart in a *new* terminal 2 (24x80, cooked): the program must see its
+/// raw mode, its window size and the foreground again, get a SIGWINCH (to redraw), and a ^C
+/// typed in terminal 2 must reach it.
+fn raw_terminal_cycle(name: &str, prog: Prog) {
+    let s = Session::new(name);
     let mut t1 = Term::new(24, 80);
-    let mut app = t1.spawn(s.launch_command(&prog), "launch-term_raw");
+    let mut app = t1.spawn(s.launch_command(&prog), "launch");
     t1.wait_for("10 steps in terminal 1", WAIT, |t| steps(t).len() >= 10);
     let imgs = s.checkpoint();
     let n = steps(&t1.text()).len();
@@ -53,13 +47,96 @@ fn raw_terminal_comes_back_in_a_new_terminal() {
     s.kill_computation(&mut app);
 
     let mut t2 = Term::new(24, 80);
-    let mut r = t2.spawn(s.restart_command(&imgs), "restart-term_raw");
+    let mut r = t2.spawn(s.restart_command(&imgs), "restart");
     let text = t2.wait_for("10 steps in terminal 2", WAIT, |t| steps(t).len() >= 10);
     let after = steps(&text);
     assert!(
         after.iter().all(|l| l == RAW),
         "after restart in terminal 2 the program saw {:?}, expected every step to be {RAW:?}\n{text}",
         after.iter().find(|l| *l != RAW)
+    );
+    assert!(
+        text.contains("got SIGWINCH"),
+        "no SIGWINCH reached the program after the restart (it redraws on it):\n{text}"
+    );
+    t2.write(b"\x03");
+    t2.wait_for("the program's SIGINT line", WAIT, |t| {
+        t.contains("got SIGINT at step")
+    });
+    let st = r
+        .try_wait_exit(Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("ckpt-restart did not exit after ^C: {e}\n{}", t2.text()));
+    assert!(
+        st.success(),
+        "ckpt-restart: {}\n{}",
+        describe_status(&st),
+        t2.text()
+    );
+}
+
+/// The terminal on fds 0-2 (re-inherited from `ckpt-restart`).
+#[test]
+fn raw_terminal_comes_back_in_a_new_terminal() {
+    raw_terminal_cycle(
+        "term_raw",
+        Prog {
+            name: "term_raw".into(),
+            program: env!("CKPT_PROG_TERM_RAW").into(),
+            args: vec!["600".into()],
+            lines: 601,
+        },
+    );
+}
+
+/// The terminal used only through `/dev/tty` (fds 0-2 elsewhere, as for `less`): bash execs
+/// the program with stdin, stdout and stderr on /dev/null.
+#[test]
+fn raw_dev_tty_comes_back_in_a_new_terminal() {
+    let exe = env!("CKPT_PROG_TERM_RAW");
+    raw_terminal_cycle(
+        "term_raw_tty",
+        Prog {
+            name: "term_raw_tty".into(),
+            program: ckpt_tests::util::find_in_path("bash"),
+            args: vec![
+                "-c".into(),
+                format!("exec {exe} 600 tty </dev/null >/dev/null 2>/dev/null"),
+            ],
+            lines: 601,
+        },
+    );
+}
+
+/// A program that never changes its terminal, restarted in a terminal whose user has other
+/// settings (no echo, 50x132): it must see the new terminal's settings, not the old ones.
+#[test]
+fn untouched_terminal_keeps_the_new_terminals_settings() {
+    let s = Session::new("term_keep");
+    let prog = Prog {
+        name: "term_keep".into(),
+        program: env!("CKPT_PROG_TERM_RAW").into(),
+        args: vec!["600".into(), "keep".into()],
+        lines: 601,
+    };
+    let mut t1 = Term::new(24, 80);
+    let mut app = t1.spawn(s.launch_command(&prog), "launch");
+    t1.wait_for("10 steps in terminal 1", WAIT, |t| steps(t).len() >= 10);
+    let imgs = s.checkpoint();
+    let before = steps(&t1.text());
+    let want1 = "icanon=1 echo=1 isig=1 winsize=24x80 fg=1";
+    assert!(before.iter().all(|l| l == want1), "terminal 1: {before:?}");
+    s.kill_computation(&mut app);
+
+    let mut t2 = Term::new(50, 132);
+    t2.clear_lflag(libc::ECHO);
+    let mut r = t2.spawn(s.restart_command(&imgs), "restart");
+    let text = t2.wait_for("10 steps in terminal 2", WAIT, |t| steps(t).len() >= 10);
+    let want2 = "icanon=1 echo=0 isig=1 winsize=50x132 fg=1";
+    let after = steps(&text);
+    assert!(
+        after.iter().all(|l| l == want2),
+        "after restart the program saw {:?}, expected the new terminal's {want2:?}\n{text}",
+        after.iter().find(|l| *l != want2)
     );
     t2.write(b"\x03");
     t2.wait_for("the program's SIGINT line", WAIT, |t| {
