@@ -334,6 +334,31 @@ pub fn refill(
     r
 }
 
+/// Whether a process of the computation with a lower vpid holds the same open master
+/// description as our `fd` (`kcmp(KCMP_FILE)` against its `/dev/ptmx` fds).
+fn held_by_lower_peer(ctx: &CkptContext, fd: i32) -> bool {
+    let me = crate::api::real_pid();
+    for p in ctx.peers.iter().filter(|p| p.vpid < ctx.vpid) {
+        let mut fds = Vec::new();
+        let Ok(dir) = std::ffi::CString::new(format!("/proc/{}/fd", p.pid)) else {
+            continue;
+        };
+        let _ = crate::rawdir::list_numeric_dir(&dir, &mut fds);
+        for n in fds {
+            let link = std::fs::read_link(format!("/proc/{}/fd/{n}", p.pid)).unwrap_or_default();
+            if !link.to_string_lossy().ends_with("ptmx") {
+                continue;
+            }
+            const KCMP_FILE: i32 = 0;
+            // SAFETY: kcmp compares kernel objects; no memory is touched.
+            if unsafe { libc::syscall(libc::SYS_kcmp, me, p.pid, KCMP_FILE, fd, n) } == 0 {
+                return true;
+            }
+        }
+    }
+    false
+}
+
 impl Terminals {
     fn baseline(&self, rdev: u64) -> Option<TermAttrs> {
         self.launch
@@ -405,13 +430,16 @@ impl Terminals {
         });
         let have = ctx.header.objects.iter().position(|o| o.key == key);
         let end = usize::from(!master);
+        // Several processes may hold the master (inherited across fork): only the one with
+        // the lowest vpid drains it (the others run their hooks at the same time).
+        let drain = master && !held_by_lower_peer(ctx, fd);
         let fl = ctx.header.fds[i].flags;
         if let Some(k) = have {
             let o = &mut ctx.header.objects[k];
             if o.flags.len() == 2 && o.flags[end] == 0 {
                 o.flags[end] = fl;
             }
-            if o.has_data || !master {
+            if o.has_data || !drain {
                 return Ok(());
             }
         }
@@ -433,7 +461,7 @@ impl Terminals {
         // SAFETY: TIOCGPTLCK into a valid int.
         p.locked =
             master && unsafe { libc::ioctl(fd, libc::TIOCGPTLCK, &mut lock) } == 0 && lock != 0;
-        if master && !p.locked {
+        if drain && !p.locked {
             match Self::drain_master(fd) {
                 Ok((s, m, a)) => {
                     p.to_slave = s;
@@ -460,7 +488,7 @@ impl Terminals {
             kind: ObjKind::Pty(p),
             flags,
             offset: 0,
-            has_data: master,
+            has_data: drain,
             data,
         };
         match have {

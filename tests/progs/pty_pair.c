@@ -1,7 +1,8 @@
 /* Pty test program (docs/terminals.md, tests/tests/terminals.rs): a parent talking to its
  * child through a pty pair it made, like `script` running a shell.
  *
- * Usage: pty_pair N   (default 400). The parent opens /dev/ptmx (posix_openpt), turns echo
+ * Usage: pty_pair N [shared]   (default 400). With "shared" the child keeps its copy of the
+ * master open (two processes hold it). The parent opens /dev/ptmx (posix_openpt), turns echo
  * off, and forks a child that starts a session, makes the slave its controlling terminal
  * (TIOCSCTTY) and its stdin/stdout. The child answers each line it reads with
  *   "answer to <line> ctty=<1 if the pty is its ctty> fg=<1 if its group is the pty's
@@ -78,9 +79,10 @@ int main(int argc, char **argv) {
     tcsetattr(m, TCSANOW, &t);
     char name[128];
     snprintf(name, sizeof name, "%s", ptsname(m));
+    int shared = argc > 2 && strcmp(argv[2], "shared") == 0;
     pid_t pid = fork();
     if (pid == 0) {
-        close(m);
+        if (!shared) close(m);
         child(name);
     }
     char line[256];

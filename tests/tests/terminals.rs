@@ -290,6 +290,26 @@ fn python_pty_spawn_runs_bash() {
     );
 }
 
+/// The same with the master held by both processes (the child keeps its inherited copy): only
+/// one of them may drain the pty at a checkpoint, or the bytes come back out of order.
+#[test]
+fn pty_pair_master_held_twice_checkpoint_loop() {
+    checkpoint_loop_scenario(
+        Prog {
+            name: "pty_pair_shared".into(),
+            program: env!("CKPT_PROG_PTY_PAIR").into(),
+            args: vec!["600".into(), "shared".into()],
+            lines: 602,
+        },
+        TreeSpec {
+            procs: 2..=2,
+            ..TreeSpec::default()
+        },
+        20,
+        Duration::from_secs(10),
+    );
+}
+
 /// 20 checkpoints back to back while the parent and child talk through their pty (each drains
 /// and refills it with the program running on), then kill and restart: still the native output.
 #[test]
