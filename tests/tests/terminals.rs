@@ -26,8 +26,8 @@ const RAW: &str = "icanon=0 echo=0 isig=1 winsize=33x77 fg=1";
 
 /// Launch `prog` in terminal 1 (it puts it in raw no-echo mode and sets 33x77), checkpoint,
 /// keep running, kill; restart in a *new* terminal 2 (24x80, cooked): the program must see its
-/// raw mode, its window size and the foreground again, get a SIGWINCH (to redraw), and a ^C
-/// typed in terminal 2 must reach it.
+/// raw mode, its window size and the foreground again, get a SIGWINCH (to redraw); then the
+/// same once more from terminal 2 to a terminal 3, where a ^C must reach it.
 fn raw_terminal_cycle(name: &str, prog: Prog) {
     let s = Session::new(name);
     let mut t1 = Term::new(24, 80);
@@ -59,18 +59,31 @@ fn raw_terminal_cycle(name: &str, prog: Prog) {
         text.contains("got SIGWINCH"),
         "no SIGWINCH reached the program after the restart (it redraws on it):\n{text}"
     );
-    t2.write(b"\x03");
-    t2.wait_for("the program's SIGINT line", WAIT, |t| {
+    // A second cycle from the restarted program: checkpoint in terminal 2, kill, restart in
+    // terminal 3 (the baseline is now terminal 2's own settings, which the program changed).
+    let imgs = s.checkpoint();
+    s.kill_computation(&mut r);
+    let mut t3 = Term::new(24, 80);
+    let mut r = t3.spawn(s.restart_command(&imgs), "restart2");
+    let text = t3.wait_for("10 steps in terminal 3", WAIT, |t| steps(t).len() >= 10);
+    let after = steps(&text);
+    assert!(
+        after.iter().all(|l| l == RAW),
+        "after the second restart (terminal 3) the program saw {:?}, expected {RAW:?}\n{text}",
+        after.iter().find(|l| *l != RAW)
+    );
+    t3.write(b"\x03");
+    t3.wait_for("the program's SIGINT line", WAIT, |t| {
         t.contains("got SIGINT at step")
     });
     let st = r
         .try_wait_exit(Duration::from_secs(20))
-        .unwrap_or_else(|e| panic!("ckpt-restart did not exit after ^C: {e}\n{}", t2.text()));
+        .unwrap_or_else(|e| panic!("ckpt-restart did not exit after ^C: {e}\n{}", t3.text()));
     assert!(
         st.success(),
         "ckpt-restart: {}\n{}",
         describe_status(&st),
-        t2.text()
+        t3.text()
     );
 }
 
