@@ -161,6 +161,9 @@ pub struct PtyObj {
     /// The slave was still locked (`unlockpt` not called yet): nothing could be queued.
     #[serde(default)]
     pub locked: bool,
+    /// The master was in packet mode (`TIOCPKT`).
+    #[serde(default)]
+    pub packet: bool,
 }
 
 /// A terminal fd of a process that is not a pty the computation made (the terminal

@@ -254,7 +254,8 @@ pub fn make(
         ws_ypixel: w[3],
     };
     // SAFETY: TCSETS/TIOCSWINSZ with valid structs; F_SETFL with the program's flags (the
-    // description is shared by every holder of that end, as it was).
+    // description is shared by every holder of that end, as it was); TIOCPKT/TIOCSPTLCK with
+    // valid ints.
     unsafe {
         if libc::ioctl(sfd, libc::TCSETS, &attrs) != 0 {
             bail!(
@@ -267,6 +268,10 @@ pub fn make(
         for (fd, fl) in [(mfd, o.flags.first()), (sfd, o.flags.get(1))] {
             let fl = fl.copied().unwrap_or(0);
             libc::fcntl(fd, libc::F_SETFL, if fl != 0 { fl } else { libc::O_RDWR });
+        }
+        if p.packet {
+            let on: libc::c_int = 1;
+            libc::ioctl(mfd, libc::TIOCPKT, &on);
         }
         if p.locked {
             // Nobody had the slave open: lock it again, as the program left it.

@@ -398,6 +398,15 @@ impl Terminals {
         // back below.
         unsafe { libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK) };
         let old = block_tty_signals();
+        // Packet mode puts a status byte before every read's data: off while draining.
+        let mut pkt: libc::c_int = 0;
+        // SAFETY: TIOCGPKT into a valid int; TIOCPKT with a valid int.
+        let packet = unsafe { libc::ioctl(fd, libc::TIOCGPKT, &mut pkt) } == 0 && pkt != 0;
+        let off: libc::c_int = 0;
+        if packet {
+            // SAFETY: TIOCPKT with a valid int (put back below).
+            unsafe { libc::ioctl(fd, libc::TIOCPKT, &off) };
+        }
         let to_master = read_all(fd);
         let mut quiet = orig;
         quiet.c_lflag &= !(libc::ICANON | libc::ECHO);
@@ -406,6 +415,11 @@ impl Terminals {
         set_termios(peer, &quiet);
         let to_slave = read_all(peer);
         let r = refill(fd, peer, &orig, &to_slave, &to_master);
+        if packet {
+            let on: libc::c_int = 1;
+            // SAFETY: TIOCPKT with a valid int: packet mode back on.
+            unsafe { libc::ioctl(fd, libc::TIOCPKT, &on) };
+        }
         restore_mask(&old);
         // SAFETY: putting back the program's flags; closing our peer fd.
         unsafe {
@@ -455,12 +469,16 @@ impl Terminals {
             ctty_sid: 0,
             fg_pgrp: 0,
             locked: false,
+            packet: false,
         };
         let mut data = Vec::new();
         let mut lock: libc::c_int = 0;
         // SAFETY: TIOCGPTLCK into a valid int.
         p.locked =
             master && unsafe { libc::ioctl(fd, libc::TIOCGPTLCK, &mut lock) } == 0 && lock != 0;
+        let mut pkt: libc::c_int = 0;
+        // SAFETY: TIOCGPKT into a valid int.
+        p.packet = master && unsafe { libc::ioctl(fd, libc::TIOCGPKT, &mut pkt) } == 0 && pkt != 0;
         if drain && !p.locked {
             match Self::drain_master(fd) {
                 Ok((s, m, a)) => {
@@ -742,6 +760,30 @@ mod tests {
             again.extend(b);
         }
         assert_eq!(again, to_master);
+        // SAFETY: closing our fds.
+        unsafe {
+            libc::close(s);
+            libc::close(m);
+        }
+    }
+
+    /// Packet mode survives a drain, and the saved bytes carry no status byte.
+    #[test]
+    fn drain_in_packet_mode() {
+        let (m, s) = pty();
+        let on: libc::c_int = 1;
+        // SAFETY: TIOCPKT with a valid int on our master.
+        assert_eq!(unsafe { libc::ioctl(m, libc::TIOCPKT, &on) }, 0);
+        write_all(s, b"out").unwrap();
+        assert!(wait_inq(m, 3));
+        let (_, to_master, _) = Terminals::drain_master(m).unwrap();
+        assert_eq!(to_master, b"out");
+        let mut pkt: libc::c_int = 0;
+        // SAFETY: TIOCGPKT into a valid int.
+        assert_eq!(unsafe { libc::ioctl(m, libc::TIOCGPKT, &mut pkt) }, 0);
+        assert_eq!(pkt, 1, "packet mode is on again");
+        // In packet mode a read gives TIOCPKT_DATA (0) and then the data.
+        assert_eq!(read_once(m), b"\0out");
         // SAFETY: closing our fds.
         unsafe {
             libc::close(s);
