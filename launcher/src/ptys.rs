@@ -295,7 +295,108 @@ pub fn make(
 /// was its session's controlling terminal, and the foreground group it had.
 pub fn ctty_of(objects: &[SharedObject], pid: i32) -> Option<(u64, i32)> {
     objects.iter().find_map(|o| match &o.kind {
-        ObjKind::Pty(p) if p.ctty_sid == pid && pid > 0 => Some((o.key, p.fg_pgrp)),
+        // Only pairs the computation made (a slave reopened by path stays as it is).
+        ObjKind::Pty(p) if p.ctty_sid == pid && pid > 0 && o.has_data => Some((o.key, p.fg_pgrp)),
         _ => None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attrs_of(fd: i32) -> TermAttrs {
+        // SAFETY: zeroed termios/winsize are valid out-buffers.
+        let mut t: libc::termios = unsafe { std::mem::zeroed() };
+        // SAFETY: TCGETS into a valid termios.
+        assert_eq!(unsafe { libc::ioctl(fd, libc::TCGETS, &mut t) }, 0);
+        TermAttrs {
+            iflag: t.c_iflag,
+            oflag: t.c_oflag,
+            cflag: t.c_cflag,
+            lflag: t.c_lflag,
+            line: t.c_line,
+            cc: t.c_cc.to_vec(),
+            winsize: [0; 4],
+        }
+    }
+
+    fn read_once(fd: i32) -> Vec<u8> {
+        let mut buf = [0u8; 256];
+        // SAFETY: reading into a local buffer.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        buf[..n.max(0) as usize].to_vec()
+    }
+
+    /// A new pair gets the saved bytes both ways (input line by line, the partial line still
+    /// partial, nothing echoed), its attributes and window size.
+    #[test]
+    fn make_refills_a_new_pair() {
+        // Saved attributes: a fresh pty's (canonical, echo on), 33x77.
+        let (m0, s0) = {
+            // SAFETY: opening a scratch pair to read default attributes from.
+            unsafe {
+                let m = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
+                libc::unlockpt(m);
+                let s = libc::ioctl(m, libc::TIOCGPTPEER, libc::O_RDWR | libc::O_NOCTTY);
+                (OwnedFd::from_raw_fd(m), OwnedFd::from_raw_fd(s))
+            }
+        };
+        let mut attrs = attrs_of(s0.as_raw_fd());
+        attrs.winsize = [33, 77, 0, 0];
+        drop((m0, s0));
+        let p = PtyObj {
+            index: 99,
+            attrs: attrs.clone(),
+            to_slave: b"one\ntwo\npart".to_vec(),
+            ctty_sid: 0,
+            fg_pgrp: 0,
+            locked: false,
+            packet: false,
+        };
+        let o = SharedObject {
+            key: 1,
+            kind: ObjKind::Pty(p.clone()),
+            flags: vec![libc::O_RDWR, libc::O_RDWR | libc::O_NONBLOCK],
+            offset: 0,
+            has_data: true,
+            data: b"shown\r\n".to_vec(),
+        };
+        let mut warnings = Vec::new();
+        let (m, s) = make(&o, &p, 10, "test", &mut warnings).unwrap();
+        let (m, s) = (m.unwrap(), s);
+        assert!(m.as_raw_fd() >= 10 && s.as_raw_fd() >= 10);
+        let got = attrs_of(s.as_raw_fd());
+        assert_eq!(
+            (got.lflag, got.iflag, got.oflag),
+            (attrs.lflag, attrs.iflag, attrs.oflag)
+        );
+        // SAFETY: zeroed winsize, TIOCGWINSZ into it.
+        let mut w: libc::winsize = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        unsafe { libc::ioctl(s.as_raw_fd(), libc::TIOCGWINSZ, &mut w) };
+        assert_eq!((w.ws_row, w.ws_col), (33, 77));
+        // Status flags as saved: the master blocking, the slave non-blocking.
+        // SAFETY: F_GETFL on our fds.
+        let (fm, fs) = unsafe {
+            (
+                libc::fcntl(m.as_raw_fd(), libc::F_GETFL),
+                libc::fcntl(s.as_raw_fd(), libc::F_GETFL),
+            )
+        };
+        assert_eq!(
+            (fm & libc::O_NONBLOCK, fs & libc::O_NONBLOCK),
+            (0, libc::O_NONBLOCK)
+        );
+        assert_eq!(read_once(s.as_raw_fd()), b"one\n");
+        assert_eq!(read_once(s.as_raw_fd()), b"two\n");
+        assert_eq!(
+            read_once(s.as_raw_fd()),
+            b"",
+            "the partial line stays partial"
+        );
+        // The master reads exactly the saved output: no echo of the requeued input.
+        assert_eq!(read_once(m.as_raw_fd()), b"shown\r\n");
+        assert!(warnings.is_empty(), "{warnings:?}");
+    }
 }
