@@ -125,6 +125,61 @@ pub enum ObjKind {
     /// datagram and seqpacket sockets: each message as a little-endian u32 length and the
     /// bytes), peeked, not consumed.
     Socket(SocketObj),
+    /// A pseudo-terminal pair the program made (`/dev/ptmx`): `ObjRef::end` 0 is the master,
+    /// 1 the slave. `data` holds what the slave side wrote and the master has not read yet.
+    Pty(PtyObj),
+}
+
+/// Terminal attributes (`struct termios` without the speed copies, which Linux keeps in
+/// `c_cflag`) and window size (`struct winsize`: rows, cols, xpixel, ypixel).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct TermAttrs {
+    pub iflag: u32,
+    pub oflag: u32,
+    pub cflag: u32,
+    pub lflag: u32,
+    pub line: u8,
+    #[serde(with = "crate::wire::bytes")]
+    pub cc: Vec<u8>,
+    pub winsize: [u16; 4],
+}
+
+/// A saved pseudo-terminal pair (see [`ObjKind::Pty`]).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PtyObj {
+    /// Its number at checkpoint time (`/dev/pts/N`).
+    pub index: u32,
+    /// Attributes and window size of the slave side.
+    pub attrs: TermAttrs,
+    /// Bytes the master wrote that the slave side has not read yet.
+    #[serde(with = "crate::wire::bytes")]
+    pub to_slave: Vec<u8>,
+    /// The pty is the controlling terminal of the session led by this pid (0: none).
+    pub ctty_sid: i32,
+    /// Its foreground process group (0: none or unknown).
+    pub fg_pgrp: i32,
+    /// The slave was still locked (`unlockpt` not called yet): nothing could be queued.
+    #[serde(default)]
+    pub locked: bool,
+    /// The master was in packet mode (`TIOCPKT`).
+    #[serde(default)]
+    pub packet: bool,
+}
+
+/// A terminal fd of a process that is not a pty the computation made (the terminal
+/// `ckpt-launch` ran in, re-inherited at restart from `ckpt-restart`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct TermFd {
+    pub fd: i32,
+    /// Attributes and window size at checkpoint time.
+    pub attrs: TermAttrs,
+    /// Attributes and window size the terminal had when the computation started (or the
+    /// last restart began): the restart applies `attrs` only where they differ.
+    pub launch: Option<TermAttrs>,
+    /// It was the process's controlling terminal.
+    pub ctty: bool,
+    /// The process's group was the terminal's foreground group.
+    pub foreground: bool,
 }
 
 /// Where a socket stands (what `ckpt-restart` must rebuild).
@@ -312,6 +367,9 @@ pub struct ImageHeader {
     pub monotonic_ns: i64,
     #[serde(default)]
     pub boottime_ns: i64,
+    /// Terminal fds from outside the computation (see [`TermFd`]).
+    #[serde(default)]
+    pub terminals: Vec<TermFd>,
 }
 
 /// Reads a clock in nanoseconds (0 if it cannot).

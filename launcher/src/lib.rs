@@ -15,6 +15,7 @@
 
 pub mod objects;
 pub mod pidns;
+pub mod ptys;
 pub mod sockets;
 pub mod tree;
 

@@ -207,6 +207,13 @@ impl Made {
                     self.objects.insert((o.key, 0), fd);
                 }
                 ObjKind::Socket(_) => {}
+                ObjKind::Pty(p) => {
+                    let (m, s) = crate::ptys::make(o, p, self.high, &who, &mut self.warnings)?;
+                    if let Some(m) = m {
+                        self.objects.insert((o.key, 0), m);
+                    }
+                    self.objects.insert((o.key, 1), s);
+                }
             }
         }
         let sockets: Vec<&SharedObject> = plan

@@ -360,6 +360,10 @@ pub struct NodeRt {
     pub pid: i32,
     pub steps: Vec<Step>,
     pub setsid: bool,
+    /// After `setsid()`: source fd of a pty slave to make the session's controlling terminal
+    /// (-1: none), and the group to make its foreground once every group exists (0: none).
+    pub ctty: i32,
+    pub fg_pgrp: i32,
     pub group: Group,
     /// (source fd, target number): sources are ckpt-restart's fds above every target.
     pub installs: Vec<(i32, i32)>,
@@ -839,6 +843,16 @@ fn node_main(spec: &TreeSpec, i: usize) -> ! {
             Line::new().vpid(n.vpid).s(b": setsid(): ").errno(errno()),
         );
     }
+    // SAFETY: TIOCSCTTY on a pty slave we inherited, as the new session's leader.
+    if n.setsid && n.ctty >= 0 && unsafe { libc::ioctl(n.ctty, libc::TIOCSCTTY, 0) } < 0 {
+        fail(
+            spec,
+            Line::new()
+                .vpid(n.vpid)
+                .s(b": cannot make its pty its controlling terminal: ")
+                .errno(errno()),
+        );
+    }
     me.state.store(ST_CREATED, SeqCst);
     bump(&h.created);
     for s in &n.steps {
@@ -876,6 +890,23 @@ fn node_main(spec: &TreeSpec, i: usize) -> ! {
     }
     bump(&h.joined);
     wait_all(spec, n, &h.joined, b"every process to join its group");
+    // SAFETY: TIOCSPGRP on our controlling terminal (SIGTTOU is ignored while the tree is
+    // built); only with namespaces, where the saved group id is the group's id again.
+    if n.ctty >= 0
+        && n.fg_pgrp > 0
+        && spec.use_ns
+        && unsafe { libc::ioctl(n.ctty, libc::TIOCSPGRP, &n.fg_pgrp) } < 0
+    {
+        fail(
+            spec,
+            Line::new()
+                .vpid(n.vpid)
+                .s(b": cannot give its pty to group ")
+                .u(n.fg_pgrp as u64)
+                .s(b": ")
+                .errno(errno()),
+        );
+    }
     // Zombie children must be zombies before the program looks for them.
     for s in &n.steps {
         let Step::Zombie { slot, pid, .. } = *s else {

@@ -5,6 +5,8 @@
 //! - [`files`]: regular files, directories, devices, and fds inherited from outside.
 //! - [`pids`]: virtual pids (translation after a restart without pid namespaces).
 //! - [`pipes`]: pipes the program made, with their buffered bytes.
+//! - [`terminals`]: the terminal the computation runs in (attributes, window size,
+//!   foreground group) and pty pairs the program made.
 //! - [`sockets`]: sockets with the bytes in their receive queues (rebuilt by ckpt-restart).
 //! - [`shm`]: shared memory mappings shared again between processes after restart.
 //! - [`sysv_ids`]: SysV shared memory ids kept valid across restarts (wrappers).
@@ -33,6 +35,7 @@ pub mod signalfd;
 pub mod signals;
 pub mod sockets;
 pub mod sysv_ids;
+pub mod terminals;
 pub mod timerfd;
 pub mod timers;
 
@@ -41,6 +44,7 @@ pub fn all() -> Vec<Box<dyn api::Plugin>> {
     vec![
         Box::new(files::Files::default()),
         Box::new(pipes::Pipes),
+        Box::new(terminals::Terminals::default()),
         Box::new(sockets::Sockets::default()),
         Box::new(shm::Shm::default()),
         Box::new(timerfd::TimerFds::default()),

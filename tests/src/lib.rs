@@ -16,6 +16,8 @@
 //! * [`tree::tree_scenario`] — the same cycle for a process tree (one image per process,
 //!   the whole computation killed, all images restarted with one `ckpt-restart`), and
 //!   [`tree::checkpoint_loop_scenario`] (many checkpoints while processes come and go).
+//! * [`pty::Term`] — a pty whose slave is the controlling terminal of a command (as in a
+//!   terminal window); the test reads and types on the master.
 //! * [`util`] — [`wait_for_lines`], output comparison, image checks (0600, `gzip -t`).
 //!
 //! Rules the harness follows and new tests should too: never sleep-and-hope (poll for an
@@ -25,6 +27,7 @@
 
 pub mod procs;
 pub mod progs;
+pub mod pty;
 pub mod scenario;
 pub mod session;
 pub mod tree;

@@ -15,7 +15,7 @@ use ckpt_format::image::{self, ImageError, ImageHeader};
 use ckpt_format::wire::Msg;
 use ckpt_launcher::objects::{self, Made};
 use ckpt_launcher::pidns::{Ctl, IdMaps, NodeRt, TreeSpec, abort_tree};
-use ckpt_launcher::tree::Plan;
+use ckpt_launcher::tree::{Plan, Source};
 use clap::Parser;
 use flate2::read::MultiGzDecoder;
 use std::ffi::CString;
@@ -508,11 +508,20 @@ fn restore_tree(
             })?;
             installs.push((src, inst.fd));
         }
+        let (ctty, fg_pgrp) = match ckpt_launcher::ptys::ctty_of(&plan.objects, n.pid) {
+            Some((key, fg)) if n.setsid => (
+                made.source(&Source::Object { key, end: 1 }).unwrap_or(-1),
+                fg,
+            ),
+            _ => (-1, 0),
+        };
         nodes.push(NodeRt {
             vpid: n.vpid,
             pid: n.pid,
             steps: n.steps.clone(),
             setsid: n.setsid,
+            ctty,
+            fg_pgrp,
             group: n.group,
             installs,
             stream_fd: readers[i].as_raw_fd(),

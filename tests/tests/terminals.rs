@@ -1,0 +1,393 @@
+//! Terminals (docs/terminals.md): a program run in a terminal comes back in the terminal
+//! `ckpt-restart` runs in with its attributes, window size and foreground group, and still
+//! gets ^C; a pty pair the program made is recreated with the bytes queued in both directions
+//! and stays the controlling terminal of the child's session. Sources: `tests/progs/term_raw.c`,
+//! `tests/progs/pty_pair.c`.
+
+use std::time::Duration;
+
+use ckpt_format::image::{ObjKind, read_header};
+use ckpt_tests::pty::Term;
+use ckpt_tests::tree::images_in;
+use ckpt_tests::tree::{TreeSpec, checkpoint_loop_scenario, tree_scenario};
+use ckpt_tests::{Prog, Session, describe_status};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// The part of each "step N ..." line after the step number, in order.
+fn steps(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("step "))
+        .filter_map(|l| l.split_once(' ').map(|(_, rest)| rest.to_string()))
+        .collect()
+}
+
+const RAW: &str = "icanon=0 echo=0 isig=1 winsize=33x77 fg=1";
+
+/// Launch `prog` in terminal 1 (it puts it in raw no-echo mode and sets 33x77), checkpoint,
+/// keep running, kill; restart in a *new* terminal 2 (24x80, cooked): the program must see its
+/// raw mode, its window size and the foreground again, get a SIGWINCH (to redraw); then the
+/// same once more from terminal 2 to a terminal 3, where a ^C must reach it.
+fn raw_terminal_cycle(name: &str, prog: Prog) {
+    let s = Session::new(name);
+    let mut t1 = Term::new(24, 80);
+    let mut app = t1.spawn(s.launch_command(&prog), "launch");
+    t1.wait_for("10 steps in terminal 1", WAIT, |t| steps(t).len() >= 10);
+    let imgs = s.checkpoint();
+    let n = steps(&t1.text()).len();
+    t1.wait_for("5 more steps after the checkpoint", WAIT, |t| {
+        steps(t).len() >= n + 5
+    });
+    let before = steps(&t1.text());
+    assert!(
+        before.iter().all(|l| l == RAW),
+        "terminal 1 showed unexpected steps: {before:?}\n{}",
+        t1.text()
+    );
+    s.kill_computation(&mut app);
+
+    let mut t2 = Term::new(24, 80);
+    let mut r = t2.spawn(s.restart_command(&imgs), "restart");
+    let text = t2.wait_for("10 steps in terminal 2", WAIT, |t| steps(t).len() >= 10);
+    let after = steps(&text);
+    assert!(
+        after.iter().all(|l| l == RAW),
+        "after restart in terminal 2 the program saw {:?}, expected every step to be {RAW:?}\n{text}",
+        after.iter().find(|l| *l != RAW)
+    );
+    assert!(
+        text.contains("got SIGWINCH"),
+        "no SIGWINCH reached the program after the restart (it redraws on it):\n{text}"
+    );
+    // A second cycle from the restarted program: checkpoint in terminal 2, kill, restart in
+    // terminal 3 (the baseline is now terminal 2's own settings, which the program changed).
+    let imgs = s.checkpoint();
+    s.kill_computation(&mut r);
+    let mut t3 = Term::new(24, 80);
+    let mut r = t3.spawn(s.restart_command(&imgs), "restart2");
+    let text = t3.wait_for("10 steps in terminal 3", WAIT, |t| steps(t).len() >= 10);
+    let after = steps(&text);
+    assert!(
+        after.iter().all(|l| l == RAW),
+        "after the second restart (terminal 3) the program saw {:?}, expected {RAW:?}\n{text}",
+        after.iter().find(|l| *l != RAW)
+    );
+    t3.write(b"\x03");
+    t3.wait_for("the program's SIGINT line", WAIT, |t| {
+        t.contains("got SIGINT at step")
+    });
+    let st = r
+        .try_wait_exit(Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("ckpt-restart did not exit after ^C: {e}\n{}", t3.text()));
+    assert!(
+        st.success(),
+        "ckpt-restart: {}\n{}",
+        describe_status(&st),
+        t3.text()
+    );
+}
+
+/// The terminal on fds 0-2 (re-inherited from `ckpt-restart`).
+#[test]
+fn raw_terminal_comes_back_in_a_new_terminal() {
+    raw_terminal_cycle(
+        "term_raw",
+        Prog {
+            name: "term_raw".into(),
+            program: env!("CKPT_PROG_TERM_RAW").into(),
+            args: vec!["600".into()],
+            lines: 601,
+        },
+    );
+}
+
+/// The terminal used only through `/dev/tty` (fds 0-2 elsewhere, as for `less`): bash execs
+/// the program with stdin, stdout and stderr on /dev/null.
+#[test]
+fn raw_dev_tty_comes_back_in_a_new_terminal() {
+    let exe = env!("CKPT_PROG_TERM_RAW");
+    raw_terminal_cycle(
+        "term_raw_tty",
+        Prog {
+            name: "term_raw_tty".into(),
+            program: ckpt_tests::util::find_in_path("bash"),
+            args: vec![
+                "-c".into(),
+                format!("exec {exe} 600 tty </dev/null >/dev/null 2>/dev/null"),
+            ],
+            lines: 601,
+        },
+    );
+}
+
+/// A program that never changes its terminal, restarted in a terminal whose user has other
+/// settings (no echo, 50x132): it must see the new terminal's settings, not the old ones.
+#[test]
+fn untouched_terminal_keeps_the_new_terminals_settings() {
+    let s = Session::new("term_keep");
+    let prog = Prog {
+        name: "term_keep".into(),
+        program: env!("CKPT_PROG_TERM_RAW").into(),
+        args: vec!["600".into(), "keep".into()],
+        lines: 601,
+    };
+    let mut t1 = Term::new(24, 80);
+    let mut app = t1.spawn(s.launch_command(&prog), "launch");
+    t1.wait_for("10 steps in terminal 1", WAIT, |t| steps(t).len() >= 10);
+    let imgs = s.checkpoint();
+    let before = steps(&t1.text());
+    let want1 = "icanon=1 echo=1 isig=1 winsize=24x80 fg=1";
+    assert!(before.iter().all(|l| l == want1), "terminal 1: {before:?}");
+    s.kill_computation(&mut app);
+
+    let mut t2 = Term::new(50, 132);
+    t2.clear_lflag(libc::ECHO);
+    let mut r = t2.spawn(s.restart_command(&imgs), "restart");
+    let text = t2.wait_for("10 steps in terminal 2", WAIT, |t| steps(t).len() >= 10);
+    let want2 = "icanon=1 echo=0 isig=1 winsize=50x132 fg=1";
+    let after = steps(&text);
+    assert!(
+        after.iter().all(|l| l == want2),
+        "after restart the program saw {:?}, expected the new terminal's {want2:?}\n{text}",
+        after.iter().find(|l| *l != want2)
+    );
+    t2.write(b"\x03");
+    t2.wait_for("the program's SIGINT line", WAIT, |t| {
+        t.contains("got SIGINT at step")
+    });
+    let st = r
+        .try_wait_exit(Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("ckpt-restart did not exit after ^C: {e}\n{}", t2.text()));
+    assert!(
+        st.success(),
+        "ckpt-restart: {}\n{}",
+        describe_status(&st),
+        t2.text()
+    );
+}
+
+/// A job-control program (parent in the launched group, its child a foreground job in its own
+/// group): after a restart in a new terminal the child's group is the terminal's foreground
+/// again and a ^C reaches the child, not the parent.
+#[test]
+fn foreground_job_gets_the_new_terminal() {
+    let s = Session::new("fg_job");
+    let prog = Prog {
+        name: "fg_job".into(),
+        program: env!("CKPT_PROG_FG_JOB").into(),
+        args: vec!["600".into()],
+        lines: 601,
+    };
+    let jobs = |t: &str| -> Vec<String> {
+        t.lines()
+            .filter_map(|l| l.strip_prefix("job step "))
+            .filter_map(|l| l.split_once(' ').map(|(_, r)| r.to_string()))
+            .collect()
+    };
+    let want = "fg=1 ttou=1";
+    let mut t1 = Term::new(24, 80);
+    let mut app = t1.spawn(s.launch_command(&prog), "launch-fg_job");
+    t1.wait_for("10 job steps in terminal 1", WAIT, |t| jobs(t).len() >= 10);
+    let imgs = s.checkpoint();
+    let n = jobs(&t1.text()).len();
+    t1.wait_for("5 more job steps", WAIT, |t| jobs(t).len() >= n + 5);
+    let before = jobs(&t1.text());
+    assert!(before.iter().all(|l| l == want), "terminal 1: {before:?}");
+    s.kill_computation(&mut app);
+
+    let mut t2 = Term::new(24, 80);
+    let mut r = t2.spawn(s.restart_command(&imgs), "restart-fg_job");
+    let text = t2.wait_for("10 job steps in terminal 2", WAIT, |t| jobs(t).len() >= 10);
+    let after = jobs(&text);
+    assert!(
+        after.iter().all(|l| l == want),
+        "after restart the job saw {:?}, expected {want:?}\n{text}",
+        after.iter().find(|l| *l != want)
+    );
+    t2.write(b"\x03");
+    let text = t2.wait_for("the parent's last line", WAIT, |t| {
+        t.contains("parent: took")
+    });
+    assert!(
+        text.contains("job got SIGINT") && text.contains("parent: job exit 3 parent-fg-before=1"),
+        "terminal 2:\n{text}"
+    );
+    let st = r
+        .try_wait_exit(Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("ckpt-restart did not exit: {e}\n{}", t2.text()));
+    assert!(
+        st.success(),
+        "ckpt-restart: {}\n{}",
+        describe_status(&st),
+        t2.text()
+    );
+}
+
+/// A parent and its child talking through a pty pair the parent made (the child's session has
+/// the slave as controlling terminal), with lines queued both ways at every checkpoint, through
+/// the tree cycle: same output as a native run.
+#[test]
+fn pty_pair_made_by_the_program() {
+    tree_scenario(
+        Prog {
+            name: "pty_pair".into(),
+            program: env!("CKPT_PROG_PTY_PAIR").into(),
+            args: vec!["400".into()],
+            lines: 402,
+        },
+        TreeSpec {
+            procs: 2..=2,
+            stable: true,
+            after_restart: Some(Box::new(|s, _, _| {
+                // The images just restarted: the pty is one object, the master's holder saved
+                // what was queued, and the slave was the child's controlling terminal.
+                let mut seen = Vec::new();
+                for img in images_in(s.ckpt_dir()) {
+                    let f = std::fs::File::open(&img).expect("open image");
+                    let mut r = flate2::read::MultiGzDecoder::new(f);
+                    let h = read_header(&mut r).expect("image header");
+                    for o in &h.objects {
+                        if let ObjKind::Pty(p) = &o.kind {
+                            seen.push((
+                                h.vpid,
+                                o.has_data,
+                                p.to_slave.len(),
+                                o.data.len(),
+                                p.ctty_sid,
+                            ));
+                        }
+                    }
+                }
+                s.log(format!(
+                    "pty objects (vpid, has_data, to_slave, to_master, ctty_sid): {seen:?}"
+                ));
+                assert_eq!(seen.len(), 2, "both images refer to the pty: {seen:?}");
+                assert!(
+                    seen.iter().any(|x| x.1),
+                    "no image saved the pty's bytes: {seen:?}"
+                );
+                assert!(
+                    seen.iter().all(|x| x.4 > 0),
+                    "the pty was nobody's ctty: {seen:?}"
+                );
+            })),
+            ..TreeSpec::default()
+        },
+    );
+}
+
+/// Python's `pty.spawn` (glibc `forkpty`) running bash on a pty: bash reads its terminal
+/// (`read -t` as a pause) and prints; python copies the pty's output to its stdout. Through the
+/// tree cycle: same bytes as a native run (`\r\n` from the pty's output processing included).
+#[test]
+fn python_pty_spawn_runs_bash() {
+    tree_scenario(
+        Prog {
+            name: "pty_spawn".into(),
+            program: ckpt_tests::util::find_in_path("python3"),
+            args: vec![
+                "-c".into(),
+                "import pty; pty.spawn(['bash', '-c', \
+                 'for i in {1..300}; do echo line $i; read -t 0.03; done; echo bye'])"
+                    .into(),
+            ],
+            lines: 301,
+        },
+        TreeSpec {
+            procs: 2..=2,
+            // Not `stable`: after a restart `--list` shows no parent for a process that had
+            // exec'd (bash here), a tree-tracking gap outside this test's subject.
+            stable: false,
+            ..TreeSpec::default()
+        },
+    );
+}
+
+/// The same with the master held by both processes (the child keeps its inherited copy): only
+/// one of them may drain the pty at a checkpoint, or the bytes come back out of order.
+#[test]
+fn pty_pair_master_held_twice_checkpoint_loop() {
+    checkpoint_loop_scenario(
+        Prog {
+            name: "pty_pair_shared".into(),
+            program: env!("CKPT_PROG_PTY_PAIR").into(),
+            args: vec!["600".into(), "shared".into()],
+            lines: 602,
+        },
+        TreeSpec {
+            procs: 2..=2,
+            ..TreeSpec::default()
+        },
+        20,
+        Duration::from_secs(10),
+    );
+}
+
+/// 20 checkpoints back to back while the parent and child talk through their pty (each drains
+/// and refills it with the program running on), then kill and restart: still the native output.
+#[test]
+fn pty_pair_checkpoint_loop() {
+    checkpoint_loop_scenario(
+        Prog {
+            name: "pty_pair_loop".into(),
+            program: env!("CKPT_PROG_PTY_PAIR").into(),
+            args: vec!["600".into()],
+            lines: 602,
+        },
+        TreeSpec {
+            procs: 2..=2,
+            ..TreeSpec::default()
+        },
+        20,
+        Duration::from_secs(10),
+    );
+}
+
+/// An interactive bash launched in a terminal, restarted in a new one, must go on running
+/// external commands. It does not yet: after the restart bash's own group is `ckpt-restart`'s
+/// (outside the pid namespace), and when bash gives the terminal back to the group it knows
+/// (its pid) the kernel accepts the now empty group, bash's next read gets EIO and it exits
+/// (strace: `ioctl(255, TIOCSPGRP, [pid]) = 0`, `read(0) = EIO`). See docs/terminals.md.
+#[test]
+#[ignore = "restarted interactive shells lose the terminal (docs/terminals.md, known limits)"]
+fn interactive_bash_after_restart() {
+    let s = Session::new("bash_i");
+    let prog = Prog {
+        name: "bash_i".into(),
+        program: ckpt_tests::util::find_in_path("bash"),
+        args: vec!["--norc".into(), "--noprofile".into(), "-i".into()],
+        lines: 0,
+    };
+    let mut t1 = Term::new(24, 80);
+    let mut app = t1.spawn(s.launch_command(&prog), "launch");
+    t1.wait_for("the first prompt", WAIT, |t| {
+        t.contains("# ") || t.contains("$ ")
+    });
+    t1.write(b"echo one-$((6*7)); /bin/echo two-$((6*7))\n");
+    t1.wait_for("both answers", WAIT, |t| {
+        t.contains("one-42") && t.contains("two-42")
+    });
+    let imgs = s.checkpoint();
+    s.kill_computation(&mut app);
+
+    let mut t2 = Term::new(24, 80);
+    let mut r = t2.spawn(s.restart_command(&imgs), "restart");
+    t2.write(b"echo three-$((6*7))\n");
+    t2.wait_for("a builtin's answer", WAIT, |t| t.contains("three-42"));
+    t2.write(b"/bin/echo four-$((6*7))\n");
+    t2.wait_for("an external command's answer", WAIT, |t| {
+        t.contains("four-42")
+    });
+    t2.write(b"echo five-$((6*7))\n");
+    t2.wait_for("bash still reading", WAIT, |t| t.contains("five-42"));
+    t2.write(b"exit\n");
+    let st = r
+        .try_wait_exit(Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("ckpt-restart did not exit: {e}\n{}", t2.text()));
+    assert!(
+        st.success(),
+        "ckpt-restart: {}\n{}",
+        describe_status(&st),
+        t2.text()
+    );
+}
