@@ -568,6 +568,11 @@ impl Worker {
         self.saved_fds = header.fds.clone();
         self.saved_cwd = header.cwd.clone();
         self.saved_umask = header.umask;
+        // What the restarted process tells the coordinator (an exec'd image never learned its
+        // parent's vpid: the coordinator had it from the place kept during the exec).
+        if header.parent.is_some() {
+            self.parent = header.parent;
+        }
         self.saved_sigactions = save_sigactions();
         // SAFETY: only the checkpoint thread writes CAPS, with user threads stopped.
         unsafe { *restart::CAPS.get() = sys::capget(pid) };

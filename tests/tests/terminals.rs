@@ -295,9 +295,8 @@ fn python_pty_spawn_runs_bash() {
         },
         TreeSpec {
             procs: 2..=2,
-            // Not `stable`: after a restart `--list` shows no parent for a process that had
-            // exec'd (bash here), a tree-tracking gap outside this test's subject.
-            stable: false,
+            // The exec'd bash keeps its parent in --list across restarts.
+            stable: true,
             ..TreeSpec::default()
         },
     );
