@@ -390,3 +390,28 @@ fn interactive_bash_after_restart() {
         t2.text()
     );
 }
+
+/// `script(1)` (util-linux: a pty, signalfd, poll) running bash, which prints paced lines
+/// through the pty; script copies them to its stdout. Through the tree cycle, same bytes as a
+/// native run.
+#[test]
+fn script_runs_bash_on_its_pty() {
+    tree_scenario(
+        Prog {
+            name: "script".into(),
+            program: ckpt_tests::util::find_in_path("script"),
+            args: vec![
+                "-q".into(),
+                "-e".into(),
+                "-c".into(),
+                "for i in $(seq 300); do echo line $i; sleep 0.02; done; echo bye".into(),
+                "/dev/null".into(),
+            ],
+            lines: 301,
+        },
+        TreeSpec {
+            procs: 2..=3,
+            ..TreeSpec::default()
+        },
+    );
+}
