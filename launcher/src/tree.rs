@@ -257,10 +257,15 @@ impl Plan {
         // Sessions and groups. Those of the launched processes (the root, and any other process
         // `ckpt-launch` started into the same computation) belong to the shells that ran
         // ckpt-launch: they stand for ckpt-restart's own session and group (`OUTSIDE`).
+        // A launched process that leads its own group (a shell job, an interactive shell with
+        // job control, `setpgid(0, 0)`) leads it again, inside ckpt-restart's session: the
+        // program's own pgid then names a real group (an interactive bash gives the terminal
+        // to it, and must find itself there).
         const OUTSIDE: i32 = i32::MIN;
         let launched = |i: usize| i == root || hdr(i).root;
+        let self_led = |i: usize| launched(i) && hdr(i).pid > 0 && hdr(i).pgid == hdr(i).pid;
         let outside_pg: Vec<i32> = (0..n)
-            .filter(|&i| launched(i))
+            .filter(|&i| launched(i) && !self_led(i))
             .map(|i| hdr(i).pgid)
             .collect();
         let outside_sid: Vec<i32> = (0..n)
@@ -295,13 +300,16 @@ impl Plan {
         }
         let by_pid: HashMap<i32, usize> = (0..n).map(|i| (hdr(i).pid, i)).collect();
         let leads = |i: usize| -> bool {
-            !launched(i) && hdr(i).pgid == hdr(i).pid && !outside_pg.contains(&hdr(i).pgid)
+            self_led(i)
+                || (!launched(i) && hdr(i).pgid == hdr(i).pid && !outside_pg.contains(&hdr(i).pgid))
         };
         let mut lost_groups: BTreeMap<i32, Vec<u64>> = BTreeMap::new();
         let group: Vec<Group> = (0..n)
             .map(|i| {
                 let h = hdr(i);
-                if launched(i) || outside_pg.contains(&h.pgid) {
+                if self_led(i) {
+                    Group::Leader
+                } else if launched(i) || outside_pg.contains(&h.pgid) {
                     Group::Inherit
                 } else if h.pgid == h.pid {
                     if setsid[i] {
@@ -487,7 +495,7 @@ mod tests {
     #[test]
     fn single_image_is_a_root_made_by_the_helper() {
         let mut h = hdr(4242, None, "counter");
-        h.pgid = 4242; // launched as a shell job: the job is the launch's, not recreated
+        h.pgid = 4242; // launched as a shell job: it leads its group again
         h.sid = 4000;
         h.num_peers = 1;
         let p = plan(&[h]).unwrap();
@@ -495,7 +503,7 @@ mod tests {
         assert_eq!(p.root, 0);
         assert_eq!(p.nodes[0].creator, None);
         assert!(!p.nodes[0].setsid);
-        assert_eq!(p.nodes[0].group, Group::Inherit);
+        assert_eq!(p.nodes[0].group, Group::Leader);
         assert!(p.warnings.is_empty());
         assert_eq!(p.high_fd, 3);
         assert_eq!(p.nslots, 1);
@@ -654,8 +662,9 @@ mod tests {
 
     #[test]
     fn every_launched_process_keeps_the_launch_group_and_session() {
-        // Two programs started by two ckpt-launch runs into one computation, each in its own
-        // shell job; a child of the second one stays in that job.
+        // Two programs started by two ckpt-launch runs into one computation: the first leads
+        // its own group (a shell job: it leads it again), the second is in a group led by a
+        // process outside (it and its child stay in ckpt-restart's).
         let mut a = hdr(10, None, "a");
         a.root = true;
         (a.pgid, a.sid) = (10, 5);
@@ -666,11 +675,16 @@ mod tests {
         (kid.pgid, kid.sid) = (18, 6);
         let p = plan(&with_peers(vec![a, b, kid])).unwrap();
         assert!(p.warnings.is_empty(), "{:?}", p.warnings);
-        assert!(
-            p.nodes
-                .iter()
-                .all(|n| n.group == Group::Inherit && !n.setsid)
+        let groups: Vec<(u64, Group)> = p.nodes.iter().map(|n| (n.vpid, n.group)).collect();
+        assert_eq!(
+            groups,
+            vec![
+                (10, Group::Leader),
+                (20, Group::Inherit),
+                (21, Group::Inherit)
+            ]
         );
+        assert!(p.nodes.iter().all(|n| !n.setsid));
         assert_eq!(p.nodes[p.root].vpid, 10);
     }
 
