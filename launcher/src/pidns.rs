@@ -580,6 +580,52 @@ const NOTIFY: i32 = libc::SIGUSR1;
 
 extern "C" fn on_notify(_: libc::c_int) {}
 
+// ---- job control: ckpt-restart stands for the restored foreground job --------------------
+//
+// ^Z stops the root's group inside the namespace; the user's shell only knows ckpt-restart.
+// So D (waiting with WUNTRACED) tells C "the root stopped" (message kind 2 on the report
+// pipe), and C stops ckpt-restart: the shell sees its job stop. `fg`/`bg` continue
+// ckpt-restart's group (C and D are in it too); C sees SIGCONT and tells D to continue the
+// root's group, giving it the terminal first when ckpt-restart's group has it (`fg`: SIGUSR2;
+// `bg`: SIGURG).
+
+/// Message kind on the report pipe: the root stopped (the other kinds: 0 or 1 = exit status,
+/// with or without processes left).
+const MSG_STOPPED: i32 = 2;
+const CONT_FG: i32 = libc::SIGUSR2;
+const CONT_BG: i32 = libc::SIGURG;
+static GOT_CONT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+static CONT_ASKED: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+extern "C" fn on_cont(_: libc::c_int) {
+    GOT_CONT.store(1, SeqCst);
+}
+
+extern "C" fn on_cont_ask(sig: libc::c_int) {
+    CONT_ASKED.store(sig, SeqCst);
+}
+
+/// D: continue the stopped root's group, giving it the controlling terminal first if asked.
+fn continue_root(root_pid: i32, foreground: bool) {
+    // SAFETY: plain syscalls on our own children and our controlling terminal (SIGTTOU is
+    // ignored in the helpers).
+    unsafe {
+        let pgid = libc::getpgid(root_pid);
+        if foreground && pgid > 0 {
+            let tty = libc::open(c"/dev/tty".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC);
+            if tty >= 0 {
+                libc::tcsetpgrp(tty, pgid);
+                libc::close(tty);
+            }
+        }
+        if pgid > 0 {
+            libc::kill(-pgid, libc::SIGCONT);
+        } else {
+            libc::kill(root_pid, libc::SIGCONT);
+        }
+    }
+}
+
 fn set_handler(sig: i32, handler: libc::sighandler_t) {
     // SAFETY: sigaction with a zeroed struct (no SA_RESTART: waitpid returns EINTR).
     unsafe {
@@ -1046,6 +1092,10 @@ fn helper(spec: &TreeSpec, report: i32) -> ! {
     };
     h.helper.store(me, SeqCst);
     set_handler(NOTIFY, on_notify as *const () as libc::sighandler_t);
+    if report >= 0 {
+        set_handler(CONT_FG, on_cont_ask as *const () as libc::sighandler_t);
+        set_handler(CONT_BG, on_cont_ask as *const () as libc::sighandler_t);
+    }
     // SAFETY: ignoring SIGPIPE in the helper (its report pipe may outlive C).
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
     if h.abort.load(SeqCst) != 0 {
@@ -1085,10 +1135,23 @@ fn helper(spec: &TreeSpec, report: i32) -> ! {
     }
     loop {
         let mut st = 0;
+        let flags = if report >= 0 { libc::WUNTRACED } else { 0 };
         // SAFETY: waiting for any child.
-        let r = unsafe { libc::waitpid(-1, &mut st, 0) };
+        let r = unsafe { libc::waitpid(-1, &mut st, flags) };
         if h.failed.load(SeqCst) != 0 {
             teardown(reported);
+        }
+        let asked = CONT_ASKED.swap(0, SeqCst);
+        if asked != 0 {
+            continue_root(ctl.slot(spec.root).pid.load(SeqCst), asked == CONT_FG);
+        }
+        if r > 0 && libc::WIFSTOPPED(st) {
+            if r == ctl.slot(spec.root).pid.load(SeqCst) {
+                let msg = [st, MSG_STOPPED];
+                // SAFETY: telling C the root stopped.
+                unsafe { libc::write(report, msg.as_ptr().cast(), 8) };
+            }
+            continue;
         }
         if r < 0 {
             if errno() == libc::EINTR {
@@ -1193,19 +1256,41 @@ pub fn run_tree(spec: &TreeSpec) -> ! {
                 .emit();
             libc::_exit(1);
         }
+        set_handler(libc::SIGCONT, on_cont as *const () as libc::sighandler_t);
         let mut msg = [0i32; 2];
         let mut got = 0usize;
-        while got < 8 {
-            let r = libc::read(
-                st[0],
-                msg.as_mut_ptr().cast::<u8>().add(got).cast(),
-                8 - got,
-            );
-            if r > 0 {
-                got += r as usize;
-            } else if r == 0 || errno() != libc::EINTR {
-                break;
+        let mut stopped = false;
+        loop {
+            while got < 8 {
+                let r = libc::read(
+                    st[0],
+                    msg.as_mut_ptr().cast::<u8>().add(got).cast(),
+                    8 - got,
+                );
+                if r > 0 {
+                    got += r as usize;
+                } else if r == 0 || errno() != libc::EINTR {
+                    break;
+                } else if GOT_CONT.swap(0, SeqCst) != 0 && stopped {
+                    // fg or bg: our group was continued; does it have the terminal?
+                    stopped = false;
+                    let tty = libc::open(c"/dev/tty".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC);
+                    let fg = tty >= 0 && libc::tcgetpgrp(tty) == libc::getpgrp();
+                    if tty >= 0 {
+                        libc::close(tty);
+                    }
+                    libc::kill(d, if fg { CONT_FG } else { CONT_BG });
+                }
             }
+            if got == 8 && msg[1] == MSG_STOPPED {
+                // The restored job stopped (^Z): so does ckpt-restart, for the user's shell.
+                got = 0;
+                stopped = true;
+                GOT_CONT.store(0, SeqCst);
+                libc::kill(libc::getppid(), libc::SIGSTOP);
+                continue;
+            }
+            break;
         }
         if got < 8 {
             libc::waitpid(d, std::ptr::null_mut(), 0);

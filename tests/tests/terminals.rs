@@ -413,3 +413,79 @@ fn script_runs_bash_on_its_pty() {
         },
     );
 }
+
+/// ^Z on a restarted job stops `ckpt-restart` too, so the user's interactive shell sees its job
+/// stop; `fg` continues it with the terminal. The restart runs from a `bash -i` in terminal 2.
+#[test]
+fn ctrl_z_and_fg_through_the_users_shell() {
+    let s = Session::new("job_control");
+    let prog = Prog {
+        name: "ticker".into(),
+        program: ckpt_tests::util::find_in_path("bash"),
+        args: vec![
+            "-c".into(),
+            "for i in $(seq 100000); do echo tick-$i; sleep 0.05; done".into(),
+        ],
+        lines: 0,
+    };
+    let ticks = |t: &str| {
+        t.lines()
+            .filter_map(|l| l.trim().strip_prefix("tick-")?.parse::<u64>().ok())
+            .max()
+            .unwrap_or(0)
+    };
+    let mut t1 = Term::new(24, 80);
+    let mut app = t1.spawn(s.launch_command(&prog), "launch");
+    t1.wait_for("5 ticks in terminal 1", WAIT, |t| ticks(t) >= 5);
+    let imgs = s.checkpoint();
+    s.kill_computation(&mut app);
+
+    let mut t2 = Term::new(24, 80);
+    let mut shell_cmd = std::process::Command::new(ckpt_tests::util::find_in_path("bash"));
+    shell_cmd.args(["--norc", "--noprofile", "-i"]);
+    shell_cmd.env("PS1", "user-shell$ ");
+    let mut shell = t2.spawn(shell_cmd, "shell");
+    t2.wait_for("the shell's prompt", WAIT, |t| t.contains("user-shell$ "));
+    let restart = s.restart_command(&imgs);
+    let mut line = restart.get_program().to_string_lossy().into_owned();
+    for a in restart.get_args() {
+        line.push(' ');
+        line.push_str(&a.to_string_lossy());
+    }
+    line.push('\n');
+    t2.write(line.as_bytes());
+    let before = ticks(&t1.text());
+    t2.wait_for("ticks after the restart", WAIT, |t| ticks(t) > before + 3);
+    t2.write(b"\x1a");
+    t2.wait_for("the shell saying the job stopped", WAIT, |t| {
+        t.contains("Stopped")
+    });
+    // Both ckpt-restart and the restored program are stopped now.
+    let stopped_at = ticks(&t2.text());
+    let pids: Vec<i32> = s.list().iter().map(|e| e.pid).filter(|&p| p > 0).collect();
+    assert!(!pids.is_empty(), "--list shows no restored process");
+    for p in &pids {
+        let st = ckpt_tests::procs::proc_stat(*p).map(|x| x.state);
+        assert_eq!(
+            st,
+            Some('T'),
+            "restored pid {p} is not stopped:\n{}",
+            t2.text()
+        );
+    }
+    t2.write(b"fg\n");
+    t2.wait_for("ticks again after fg", WAIT, |t| ticks(t) > stopped_at + 3);
+    t2.write(b"\x03");
+    t2.wait_for("the prompt after ^C", WAIT, |t| {
+        t.trim_end().ends_with("user-shell$")
+    });
+    t2.write(b"exit\n");
+    let st = shell
+        .try_wait_exit(Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("the shell did not exit: {e}\n{}", t2.text()));
+    assert!(
+        st.success() || st.code().is_some(),
+        "{}",
+        describe_status(&st)
+    );
+}
