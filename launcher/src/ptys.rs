@@ -12,7 +12,7 @@
 //! restored program names the new slave (not virtualized).
 
 use anyhow::{Result, anyhow, bail};
-use ckpt_format::image::{ObjKind, PtyObj, SharedObject, TermAttrs};
+use ckpt_format::image::{ObjKind, PtyObj, SharedObject, TermAttrs, quiet_termios};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 fn last_err() -> std::io::Error {
@@ -76,43 +76,6 @@ fn termios_of(a: &TermAttrs) -> libc::termios {
     let n = a.cc.len().min(t.c_cc.len());
     t.c_cc[..n].copy_from_slice(&a.cc[..n]);
     t
-}
-
-/// The attributes the saved bytes are queued under: echo, signal and editing characters,
-/// input mapping and output processing off, canonical mode as saved (line boundaries and a
-/// partial last line stay as they were). Same rule as the terminals plugin's.
-fn quiet_termios(attrs: &libc::termios) -> libc::termios {
-    let mut q = *attrs;
-    q.c_lflag &= !(libc::ECHO
-        | libc::ECHOE
-        | libc::ECHOK
-        | libc::ECHONL
-        | libc::ECHOCTL
-        | libc::ECHOKE
-        | libc::ISIG
-        | libc::IEXTEN);
-    q.c_iflag &= !(libc::ICRNL
-        | libc::INLCR
-        | libc::IGNCR
-        | libc::ISTRIP
-        | libc::IUCLC
-        | libc::IXON
-        | libc::IXOFF);
-    q.c_oflag &= !libc::OPOST;
-    for c in [
-        libc::VERASE,
-        libc::VKILL,
-        libc::VEOF,
-        libc::VWERASE,
-        libc::VREPRINT,
-        libc::VLNEXT,
-        libc::VINTR,
-        libc::VQUIT,
-        libc::VSUSP,
-    ] {
-        q.c_cc[c] = 0; // _POSIX_VDISABLE
-    }
-    q
 }
 
 /// Bytes of `input` a reader under `t` sees once queued (canonical: up to the last line end).

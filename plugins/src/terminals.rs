@@ -20,7 +20,7 @@
 //!   `ptys.rs`). A holder of the master drains both directions through a second slave fd
 //!   (`TIOCGPTPEER`): what the master can read (consumed with the description briefly
 //!   non-blocking) and what the slave can read (read in non-canonical mode), then writes both
-//!   back at once under [`quiet_termios`] (echo, editing and mapping off, canonical mode kept,
+//!   back at once under [`quiet_termios`](ckpt_format::image::quiet_termios) (echo, editing and mapping off, canonical mode kept,
 //!   so line boundaries survive) and waits until the kernel shows them queued again, so a
 //!   checkpoint without restart leaves the same bytes. A slave nobody in the computation had
 //!   the master of is reopened by path by `ckpt-restart`. Also here: `forkpty`, rebuilt on our
@@ -31,7 +31,9 @@
 //! once the checkpoint is over (flags and attributes it changes are put back).
 
 use crate::api::{CkptContext, Plugin, RestartContext};
-use ckpt_format::image::{FdKind, ObjKind, ObjRef, PtyObj, SharedObject, TermAttrs, TermFd};
+use ckpt_format::image::{
+    FdKind, ObjKind, ObjRef, PtyObj, SharedObject, TermAttrs, TermFd, quiet_termios,
+};
 
 #[derive(Default)]
 pub struct Terminals {
@@ -236,44 +238,6 @@ pub fn write_all(fd: i32, mut data: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-/// The attributes under which saved bytes are put back into a pty: `attrs` with echo, signal
-/// characters, input mapping, line editing characters and output processing off, so the line
-/// discipline queues the bytes as they are; canonical mode stays as it was, so queued input
-/// keeps its line boundaries (and a partial line stays partial).
-pub fn quiet_termios(attrs: &libc::termios) -> libc::termios {
-    let mut q = *attrs;
-    q.c_lflag &= !(libc::ECHO
-        | libc::ECHOE
-        | libc::ECHOK
-        | libc::ECHONL
-        | libc::ECHOCTL
-        | libc::ECHOKE
-        | libc::ISIG
-        | libc::IEXTEN);
-    q.c_iflag &= !(libc::ICRNL
-        | libc::INLCR
-        | libc::IGNCR
-        | libc::ISTRIP
-        | libc::IUCLC
-        | libc::IXON
-        | libc::IXOFF);
-    q.c_oflag &= !libc::OPOST;
-    for c in [
-        libc::VERASE,
-        libc::VKILL,
-        libc::VEOF,
-        libc::VWERASE,
-        libc::VREPRINT,
-        libc::VLNEXT,
-        libc::VINTR,
-        libc::VQUIT,
-        libc::VSUSP,
-    ] {
-        q.c_cc[c] = 0; // _POSIX_VDISABLE
-    }
-    q
-}
-
 /// How many of `input`'s bytes a reader under `t` can see once they are queued: all in
 /// non-canonical mode, up to the last line end in canonical mode.
 pub fn visible_input(t: &libc::termios, input: &[u8]) -> usize {
@@ -301,7 +265,7 @@ pub fn flush_input(slave: i32) {
 
 /// Puts bytes back into a pty: `to_slave` as input the slave side will read (written on the
 /// master), `to_master` as output the master will read (written on the slave), both under
-/// [`quiet_termios`]; then `attrs` on the slave. `master` and `slave` must be non-blocking.
+/// [`quiet_termios`](ckpt_format::image::quiet_termios); then `attrs` on the slave. `master` and `slave` must be non-blocking.
 /// Waits (bounded) until the kernel shows the bytes queued. Anything queued already stays
 /// in front.
 pub fn refill(
