@@ -627,44 +627,6 @@ impl<W: Write> Write for MemberWriter<W> {
     }
 }
 
-/// The attributes under which saved bytes are put back into a pty: `attrs` with echo, signal
-/// characters, input mapping, line editing characters and output processing off, so the line
-/// discipline queues the bytes as they are; canonical mode stays as it was, so queued input
-/// keeps its line boundaries (and a partial line stays partial).
-pub fn quiet_termios(attrs: &libc::termios) -> libc::termios {
-    let mut q = *attrs;
-    q.c_lflag &= !(libc::ECHO
-        | libc::ECHOE
-        | libc::ECHOK
-        | libc::ECHONL
-        | libc::ECHOCTL
-        | libc::ECHOKE
-        | libc::ISIG
-        | libc::IEXTEN);
-    q.c_iflag &= !(libc::ICRNL
-        | libc::INLCR
-        | libc::IGNCR
-        | libc::ISTRIP
-        | libc::IUCLC
-        | libc::IXON
-        | libc::IXOFF);
-    q.c_oflag &= !libc::OPOST;
-    for c in [
-        libc::VERASE,
-        libc::VKILL,
-        libc::VEOF,
-        libc::VWERASE,
-        libc::VREPRINT,
-        libc::VLNEXT,
-        libc::VINTR,
-        libc::VQUIT,
-        libc::VSUSP,
-    ] {
-        q.c_cc[c] = 0; // _POSIX_VDISABLE
-    }
-    q
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,94 +12,12 @@
 //! restored program names the new slave (not virtualized).
 
 use anyhow::{Result, anyhow, bail};
-use ckpt_format::image::{ObjKind, PtyObj, SharedObject, TermAttrs, quiet_termios};
+use ckpt_format::image::{ObjKind, PtyObj, SharedObject};
+use ckpt_format::tty::{refill, to_termios};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 fn last_err() -> std::io::Error {
     std::io::Error::last_os_error()
-}
-
-fn now_ms() -> i64 {
-    // SAFETY: clock_gettime into a zeroed timespec.
-    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
-    // SAFETY: valid out-pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec * 1000 + ts.tv_nsec / 1_000_000
-}
-
-fn inq(fd: i32) -> usize {
-    let mut n: libc::c_int = 0;
-    // SAFETY: FIONREAD into a valid int.
-    unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) };
-    n.max(0) as usize
-}
-
-fn wait_inq(fd: i32, n: usize) -> bool {
-    let deadline = now_ms() + 2000;
-    while inq(fd) < n {
-        if now_ms() > deadline {
-            return false;
-        }
-        std::thread::sleep(std::time::Duration::from_micros(200));
-    }
-    true
-}
-
-fn write_all(fd: i32, mut data: &[u8]) -> std::io::Result<()> {
-    let deadline = now_ms() + 2000;
-    while !data.is_empty() {
-        // SAFETY: writing from a valid slice.
-        let r = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
-        if r > 0 {
-            data = &data[r as usize..];
-            continue;
-        }
-        let e = last_err();
-        if !matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EINTR))
-            || now_ms() > deadline
-        {
-            return Err(e);
-        }
-        std::thread::sleep(std::time::Duration::from_micros(500));
-    }
-    Ok(())
-}
-
-fn termios_of(a: &TermAttrs) -> libc::termios {
-    // SAFETY: termios is plain data; zero is a valid start.
-    let mut t: libc::termios = unsafe { std::mem::zeroed() };
-    t.c_iflag = a.iflag;
-    t.c_oflag = a.oflag;
-    t.c_cflag = a.cflag;
-    t.c_lflag = a.lflag;
-    t.c_line = a.line;
-    let n = a.cc.len().min(t.c_cc.len());
-    t.c_cc[..n].copy_from_slice(&a.cc[..n]);
-    t
-}
-
-/// Bytes of `input` a reader under `t` sees once queued (canonical: up to the last line end).
-fn visible_input(t: &libc::termios, input: &[u8]) -> usize {
-    if t.c_lflag & libc::ICANON == 0 {
-        return input.len();
-    }
-    let ends = [b'\n', t.c_cc[libc::VEOL], t.c_cc[libc::VEOL2]];
-    input
-        .iter()
-        .rposition(|c| *c != 0 && ends.contains(c))
-        .map_or(0, |i| i + 1)
-}
-
-/// n_tty's poll runs the port's pending input work when nothing is readable yet: after it,
-/// every byte written on the master has been through the line discipline.
-fn flush_input(slave: i32) {
-    let mut p = libc::pollfd {
-        fd: slave,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: poll on one valid pollfd, no wait.
-    unsafe { libc::poll(&mut p, 1, 0) };
 }
 
 /// `/dev/pts/N` opened again with the slave ends' flags (no controlling-terminal change), or
@@ -193,22 +111,9 @@ pub fn make(
     // SAFETY: s is a fresh fd we own.
     let s = unsafe { OwnedFd::from_raw_fd(s) };
     let (mfd, sfd) = (m.as_raw_fd(), s.as_raw_fd());
-    let attrs = termios_of(&p.attrs);
-    let quiet = quiet_termios(&attrs);
-    // SAFETY: TCSETS with a valid termios.
-    unsafe { libc::ioctl(sfd, libc::TCSETS, &quiet) };
-    write_all(mfd, &p.to_slave)
-        .and_then(|_| write_all(sfd, &o.data))
+    let attrs = to_termios(&p.attrs);
+    refill(mfd, sfd, &attrs, &p.to_slave, &o.data)
         .map_err(|e| anyhow!("{who}: pty {}: refilling: {e}", p.index))?;
-    flush_input(sfd);
-    if !wait_inq(sfd, visible_input(&quiet, &p.to_slave)) || !wait_inq(mfd, o.data.len()) {
-        bail!(
-            "{who}: pty {}: the new pty did not queue the {} + {} saved bytes within 2 s",
-            p.index,
-            p.to_slave.len(),
-            o.data.len()
-        );
-    }
     let w = p.attrs.winsize;
     let ws = libc::winsize {
         ws_row: w[0],
@@ -267,6 +172,7 @@ pub fn ctty_of(objects: &[SharedObject], pid: i32) -> Option<(u64, i32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ckpt_format::image::TermAttrs;
 
     fn attrs_of(fd: i32) -> TermAttrs {
         // SAFETY: zeroed termios/winsize are valid out-buffers.
