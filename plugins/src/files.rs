@@ -154,7 +154,7 @@ fn read_deleted(fd: i32, size: u64, path: &str) -> Result<Vec<u8>, String> {
     Ok(data)
 }
 
-fn list_fds() -> Vec<i32> {
+pub(crate) fn list_fds() -> Vec<i32> {
     let mut v = Vec::new();
     let _ = crate::rawdir::list_numeric_dir(c"/proc/self/fd", &mut v);
     v.sort_unstable();

@@ -607,13 +607,9 @@ impl Plugin for Sockets {
     }
 
     fn drain(&mut self, warnings: &mut Vec<String>) {
-        let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
-            return;
-        };
-        for e in dir.flatten() {
-            let Some(fd) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-                continue;
-            };
+        // The files plugin's listing: raw getdents (opendir would call glibc's malloc with
+        // the program's threads frozen).
+        for fd in crate::files::list_fds() {
             let is_tcp = getopt_int(fd, libc::SOL_SOCKET, libc::SO_PROTOCOL)
                 == Some(libc::IPPROTO_TCP)
                 && getopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE) == Some(libc::SOCK_STREAM);
