@@ -188,9 +188,18 @@ struct RestartGroup {
     members: BTreeSet<ClientId>,
     arrived: Arrivals,
     released: bool,
-    command: Option<ClientId>,
+    /// The `ckpt-restart` commands of this restart (several with `--part`, one per host).
+    commands: BTreeSet<ClientId>,
+    /// `--part` restarts: the checkpoint's process count, and how many of them the parts
+    /// that joined so far restart.
+    parts: Option<(u32, u32)>,
     started: Instant,
 }
+
+/// Longest key and value, and most keys, the name service keeps.
+pub const NAME_MAX_KEY: usize = 1024;
+pub const NAME_MAX_VALUE: usize = 1 << 20;
+pub const NAME_MAX_KEYS: usize = 1 << 16;
 
 /// The whole coordinator state. See the module documentation.
 #[derive(Debug)]
@@ -208,6 +217,9 @@ pub struct State {
     barriers: HashMap<String, Arrivals>,
     ckpt: Option<Checkpoint>,
     restart: Option<RestartGroup>,
+    /// The name service: published values, and the clients waiting for a key.
+    names: BTreeMap<String, Vec<u8>>,
+    lookups: BTreeMap<String, Vec<ClientId>>,
     next_periodic: Option<Instant>,
     started: Instant,
     last_close: Option<Instant>,
@@ -240,6 +252,8 @@ impl State {
             barriers: HashMap::new(),
             ckpt: None,
             restart: None,
+            names: BTreeMap::new(),
+            lookups: BTreeMap::new(),
             next_periodic,
             started: now,
             last_close: None,
@@ -526,7 +540,10 @@ impl State {
                 comp_id,
                 num_peers,
                 generation,
-            } => self.cmd_restart(id, comp_id, num_peers, generation, now),
+                part_of,
+            } => self.cmd_restart(id, comp_id, (num_peers, part_of), generation, now),
+            Msg::Publish { key, value } => self.publish(id, key, value),
+            Msg::Lookup { key } => self.lookup(id, key),
             Msg::Barrier { name, data } if self.worker(id).is_some() => {
                 self.barrier(id, name, data.map(|d| d.data), now)
             }
@@ -644,7 +661,8 @@ impl State {
                     members: BTreeSet::new(),
                     arrived: Arrivals::new(),
                     released: false,
-                    command: None,
+                    commands: BTreeSet::new(),
+                    parts: None,
                     started: now,
                 });
             }
@@ -844,11 +862,13 @@ impl State {
         Some((old, w))
     }
 
+    /// `ckpt-restart` announces a restart of `num_peers` images (`part_of`: of a checkpoint
+    /// of that many processes; other parts join the same restart).
     fn cmd_restart(
         &mut self,
         id: ClientId,
         comp_id: u64,
-        num_peers: u32,
+        (num_peers, part_of): (u32, Option<u32>),
         generation: u64,
         now: Instant,
     ) -> Vec<Action> {
@@ -884,33 +904,87 @@ impl State {
                 Action::Send(id, Msg::Error { message }),
             ];
         }
+        // Another part of a `--part` restart whose first part is already here.
+        let joins = match (&self.restart, part_of) {
+            (Some(g), Some(_)) if !g.released && !g.commands.is_empty() => g.parts,
+            _ => None,
+        };
+        if let Some((total, claimed)) = joins {
+            let refuse = if part_of != Some(total) {
+                Some(format!(
+                    "these images are of a checkpoint of {} processes but the restart in progress expects {total}",
+                    part_of.unwrap_or(0)
+                ))
+            } else if generation != self.generation {
+                Some(format!(
+                    "these images are of generation {generation} but the restart in progress is of generation {}",
+                    self.generation
+                ))
+            } else if claimed + num_peers > total {
+                Some(format!(
+                    "the parts of this restart would bring back {} processes; the checkpoint had {total}",
+                    claimed + num_peers
+                ))
+            } else {
+                None
+            };
+            if let Some(message) = refuse {
+                return vec![
+                    Action::Log(format!("restart part refused: {message}")),
+                    Action::Send(id, Msg::Error { message }),
+                ];
+            }
+            let g = self.restart.as_mut().unwrap();
+            g.parts = Some((total, claimed + num_peers));
+            g.commands.insert(id);
+            let mut actions = vec![
+                Action::Log(format!(
+                    "restart of computation {} generation {generation}: a part with {num_peers} processes joined ({} of {total})",
+                    fmt_comp(comp_id),
+                    claimed + num_peers
+                )),
+                Action::Send(id, Msg::Ok),
+            ];
+            actions.extend(self.eval_restart());
+            return actions;
+        }
         let dropped = self.drop_ghosts_of_dead_run();
         if self.comp_id.is_none() {
             self.generation = generation;
         }
         self.generation = self.generation.max(generation);
         self.comp_id = Some(comp_id);
+        // A new restart: names published for an earlier one are stale.
+        self.names.clear();
+        let expected = part_of.unwrap_or(num_peers);
+        let parts = part_of.map(|t| (t, num_peers));
         match &mut self.restart {
             Some(g) if !g.released => {
-                g.command = Some(id);
-                g.expected = num_peers;
+                g.commands = BTreeSet::from([id]);
+                g.expected = expected;
+                g.parts = parts;
                 g.from_command = true;
             }
             _ => {
                 self.restart = Some(RestartGroup {
-                    expected: num_peers,
+                    expected,
                     from_command: true,
                     members: BTreeSet::new(),
                     arrived: Arrivals::new(),
                     released: false,
-                    command: Some(id),
+                    commands: BTreeSet::from([id]),
+                    parts,
                     started: now,
                 })
             }
         }
+        let what = match part_of {
+            Some(t) => format!("a part with {num_peers} of {t} processes"),
+            None => format!("expecting {num_peers} processes"),
+        };
         let mut actions = vec![
             Action::Log(format!(
-                "restart of computation {} generation {generation}: expecting {num_peers} processes",
+                "restart of computation {} generation {generation}: {what}",
                 fmt_comp(comp_id)
             )),
             Action::Send(id, Msg::Ok),
@@ -918,6 +992,51 @@ impl State {
         actions.extend(dropped);
         actions.extend(self.eval_restart());
         actions
+    }
+
+    /// Name service: store a value and hand it to everyone waiting for its key.
+    fn publish(&mut self, id: ClientId, key: String, value: Vec<u8>) -> Vec<Action> {
+        let refuse = if key.len() > NAME_MAX_KEY {
+            Some(format!("name longer than {NAME_MAX_KEY} bytes"))
+        } else if value.len() > NAME_MAX_VALUE {
+            Some(format!(
+                "value of {key:?} is {} bytes (at most {NAME_MAX_VALUE})",
+                value.len()
+            ))
+        } else if self.names.len() >= NAME_MAX_KEYS && !self.names.contains_key(&key) {
+            Some(format!("the name service holds {NAME_MAX_KEYS} names already"))
+        } else {
+            None
+        };
+        if let Some(message) = refuse {
+            return vec![Action::Send(id, Msg::Error { message })];
+        }
+        let mut actions = vec![Action::Send(id, Msg::Ok)];
+        for waiting in self.lookups.remove(&key).unwrap_or_default() {
+            actions.push(Action::Send(
+                waiting,
+                Msg::Value {
+                    key: key.clone(),
+                    value: value.clone(),
+                },
+            ));
+        }
+        self.names.insert(key, value);
+        actions
+    }
+
+    /// Name service: answer now if the key is published, else when it is.
+    fn lookup(&mut self, id: ClientId, key: String) -> Vec<Action> {
+        if let Some(value) = self.names.get(&key) {
+            let value = value.clone();
+            return vec![Action::Send(id, Msg::Value { key, value })];
+        }
+        if key.len() > NAME_MAX_KEY {
+            let message = format!("name longer than {NAME_MAX_KEY} bytes");
+            return vec![Action::Send(id, Msg::Error { message })];
+        }
+        self.lookups.entry(key).or_default().push(id);
+        vec![]
     }
 
     fn kill_all(&mut self, why: &str) -> Vec<Action> {
@@ -1174,8 +1293,13 @@ impl State {
             ));
             actions.push(Action::Close(*m));
         }
-        if let Some(c) = g.command {
-            actions.push(Action::Send(c, Msg::Error { message }));
+        for c in g.commands {
+            actions.push(Action::Send(
+                c,
+                Msg::Error {
+                    message: message.clone(),
+                },
+            ));
         }
         actions
     }
@@ -1502,6 +1626,13 @@ impl State {
         };
         self.last_close = Some(now);
         let mut actions = Vec::new();
+        for waiting in self.lookups.values_mut() {
+            waiting.retain(|c| *c != id);
+        }
+        self.lookups.retain(|_, w| !w.is_empty());
+        if let Some(g) = self.restart.as_mut() {
+            g.commands.remove(&id);
+        }
         let Role::Worker(w) = client.role else {
             actions.push(Action::Log(format!("client {id} disconnected")));
             return actions;
@@ -1551,9 +1682,6 @@ impl State {
                     w.name()
                 )));
             }
-        }
-        if self.restart.as_ref().is_some_and(|g| g.command == Some(id)) {
-            self.restart.as_mut().unwrap().command = None;
         }
         // Global barriers.
         for arrived in self.barriers.values_mut() {
@@ -1797,6 +1925,9 @@ pub fn msg_name(m: &Msg) -> &'static str {
         Msg::CmdQuit => "CmdQuit",
         Msg::CmdInterval { .. } => "CmdInterval",
         Msg::CmdRestart { .. } => "CmdRestart",
+        Msg::Publish { .. } => "Publish",
+        Msg::Lookup { .. } => "Lookup",
+        Msg::Value { .. } => "Value",
         Msg::Ok => "Ok",
         Msg::Error { .. } => "Error",
         Msg::CheckpointDone { .. } => "CheckpointDone",

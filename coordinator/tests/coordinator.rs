@@ -124,6 +124,7 @@ fn restart_adoption_over_sockets() {
             comp_id: comp,
             num_peers: 2,
             generation: 5,
+            part_of: None,
         }),
         Msg::Ok
     );
@@ -162,6 +163,7 @@ fn restart_adoption_over_sockets() {
         comp_id: 99,
         num_peers: 1,
         generation: 0,
+        part_of: None,
     }));
     assert!(e.contains("use another --coord-port"), "{e}");
 

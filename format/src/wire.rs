@@ -195,6 +195,30 @@ pub enum Msg {
         comp_id: u64,
         num_peers: u32,
         generation: u64,
+        /// `Some(total)`: this `ckpt-restart` restarts `num_peers` of the checkpoint's `total`
+        /// processes (`--part`, one command per host); the others come from other
+        /// `ckpt-restart` commands joining the same restart.
+        #[serde(default)]
+        part_of: Option<u32>,
+    },
+
+    // ---- name service (any connection) --------------------------------------------------
+    /// Store `value` under `key` (replacing an older value); answered with `Ok`.
+    Publish {
+        key: String,
+        #[serde(with = "bytes")]
+        value: Vec<u8>,
+    },
+    /// Ask for the value of `key`: answered with `Value` as soon as someone published it
+    /// (the asker decides how long to wait).
+    Lookup {
+        key: String,
+    },
+    /// Answer to `Lookup`.
+    Value {
+        key: String,
+        #[serde(with = "bytes")]
+        value: Vec<u8>,
     },
 
     // ---- replies ------------------------------------------------------------------------

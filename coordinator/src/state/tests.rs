@@ -770,7 +770,8 @@ fn restart_member_dying_fails_the_restart_instead_of_hanging() {
                 Msg::CmdRestart {
                     comp_id: 7,
                     num_peers: 2,
-                    generation: 3
+                    generation: 3,
+                    part_of: None,
                 }
             ),
             9
@@ -799,6 +800,7 @@ fn restart_barrier_times_out() {
             comp_id: 7,
             num_peers: 2,
             generation: 3,
+            part_of: None,
         },
     );
     t.s.connect(1, t.now);
@@ -817,6 +819,7 @@ fn restart_barrier_times_out() {
             comp_id: 8,
             num_peers: 1,
             generation: 0,
+            part_of: None,
         },
     );
     assert_eq!(to(&a, 9), vec![Msg::Ok]);
@@ -832,6 +835,7 @@ fn cmd_restart_adoption_rules() {
             comp_id: 7,
             num_peers: 1,
             generation: 2,
+            part_of: None,
         },
     );
     assert_eq!(to(&a, 9), vec![Msg::Ok]);
@@ -842,6 +846,7 @@ fn cmd_restart_adoption_rules() {
             comp_id: 7,
             num_peers: 1,
             generation: 2,
+            part_of: None,
         },
     );
     assert_eq!(to(&a, 9), vec![Msg::Ok]);
@@ -852,6 +857,7 @@ fn cmd_restart_adoption_rules() {
             comp_id: 8,
             num_peers: 1,
             generation: 0,
+            part_of: None,
         },
     );
     assert!(error_text(&a, 9).starts_with("coordinator at 127.0.0.1:7779 serves computation"));
@@ -865,6 +871,7 @@ fn cmd_restart_adoption_rules() {
             comp_id: comp,
             num_peers: 1,
             generation: 0,
+            part_of: None,
         },
     );
     assert_eq!(
@@ -1019,6 +1026,7 @@ fn cmd_restart_count_wins_over_the_announced_one() {
             comp_id: 7,
             num_peers: 2,
             generation: 1,
+            part_of: None,
         },
     );
     for (id, vpid) in [(1, 1), (2, 2)] {
@@ -1047,6 +1055,7 @@ fn cmd_restart_after_the_first_process_joined() {
             comp_id: 7,
             num_peers: 1,
             generation: 1,
+            part_of: None,
         },
     );
     assert_eq!(to(&a, 9), vec![Msg::Ok]);
@@ -1125,6 +1134,7 @@ fn a_restart_drops_the_ghosts_of_the_dead_run() {
                     comp_id: comp,
                     num_peers: 2,
                     generation: 4,
+                    part_of: None,
                 },
             );
             assert_eq!(to(&a, 9), vec![Msg::Ok]);
@@ -1429,6 +1439,7 @@ fn global_and_restart_barriers_gather_data() {
             comp_id: 5,
             num_peers: 2,
             generation: 4,
+            part_of: None,
         },
     );
     t.join(1, tree_restart_hello(5, 300, 2, None));
@@ -1459,6 +1470,7 @@ fn restart_of_a_tree_of_three() {
             comp_id: comp,
             num_peers: 3,
             generation: 4,
+            part_of: None,
         },
     );
     assert_eq!(to(&a, 9), vec![Msg::Ok]);
@@ -1563,4 +1575,134 @@ fn exec_during_a_checkpoint_with_the_old_connection_still_open() {
     // A checkpoint never hangs on a process that does not come back: the phase timeout.
     let a = t.advance(10);
     assert!(error_text(&a, 9).starts_with("checkpoint 1 failed: timed out after 10 s"));
+}
+
+#[test]
+fn name_service_answers_now_or_when_published() {
+    let mut t = T::new();
+    t.command(8);
+    t.command(9);
+    // Asked before it exists: no answer yet.
+    assert!(t.msg(9, Msg::Lookup { key: "k".into() }).is_empty());
+    let a = t.msg(
+        8,
+        Msg::Publish {
+            key: "k".into(),
+            value: b"v1".to_vec(),
+        },
+    );
+    assert_eq!(to(&a, 8), vec![Msg::Ok]);
+    assert_eq!(
+        to(&a, 9),
+        vec![Msg::Value {
+            key: "k".into(),
+            value: b"v1".to_vec()
+        }]
+    );
+    // Asked after: answered at once; a new value replaces the old one.
+    t.msg(
+        8,
+        Msg::Publish {
+            key: "k".into(),
+            value: b"v2".to_vec(),
+        },
+    );
+    let a = t.msg(9, Msg::Lookup { key: "k".into() });
+    assert_eq!(
+        to(&a, 9),
+        vec![Msg::Value {
+            key: "k".into(),
+            value: b"v2".to_vec()
+        }]
+    );
+    // A waiter that went away is not answered.
+    t.msg(9, Msg::Lookup { key: "j".into() });
+    t.gone(9);
+    let a = t.msg(
+        8,
+        Msg::Publish {
+            key: "j".into(),
+            value: vec![],
+        },
+    );
+    assert_eq!(to(&a, 9), vec![]);
+    // Too big.
+    let a = t.msg(
+        8,
+        Msg::Publish {
+            key: "x".repeat(NAME_MAX_KEY + 1),
+            value: vec![],
+        },
+    );
+    assert!(error_text(&a, 8).contains("longer than"));
+}
+
+#[test]
+fn restart_in_parts_waits_for_every_part() {
+    let mut t = T::new();
+    t.command(8);
+    t.command(9);
+    let part = |n: u32| Msg::CmdRestart {
+        comp_id: 7,
+        num_peers: n,
+        generation: 3,
+        part_of: Some(3),
+    };
+    assert_eq!(to(&t.msg(8, part(2)), 8), vec![Msg::Ok]);
+    t.msg(
+        8,
+        Msg::Publish {
+            key: "a".into(),
+            value: vec![1],
+        },
+    );
+    for v in [1, 2] {
+        t.s.connect(v, t.now);
+        t.msg(v, restart_hello(7, v, 3, 3));
+        assert!(to(&t.barrier(v, "restart"), v).is_empty());
+    }
+    // A part that would bring back too many is refused; the right one joins.
+    t.command(10);
+    assert!(error_text(&t.msg(10, part(2)), 10).contains("would bring back 4 processes"));
+    assert_eq!(to(&t.msg(9, part(1)), 9), vec![Msg::Ok]);
+    // The first part's names are still there for the second part.
+    assert_eq!(
+        to(&t.msg(9, Msg::Lookup { key: "a".into() }), 9),
+        vec![Msg::Value {
+            key: "a".into(),
+            value: vec![1]
+        }]
+    );
+    t.s.connect(3, t.now);
+    t.msg(3, restart_hello(7, 3, 3, 3));
+    let a = t.barrier(3, "restart");
+    for v in [1, 2, 3] {
+        assert!(
+            to(&a, v)
+                .iter()
+                .any(|m| matches!(m, Msg::BarrierReleased { name, .. } if name == "restart")),
+            "vpid {v} released"
+        );
+    }
+}
+
+#[test]
+fn a_failed_part_restart_tells_every_part() {
+    let mut t = T::new();
+    t.command(8);
+    t.command(9);
+    let part = |n: u32| Msg::CmdRestart {
+        comp_id: 7,
+        num_peers: n,
+        generation: 3,
+        part_of: Some(2),
+    };
+    t.msg(8, part(1));
+    t.msg(9, part(1));
+    t.s.connect(1, t.now);
+    t.msg(1, restart_hello(7, 1, 2, 3));
+    t.barrier(1, "restart");
+    let a = t.advance(10);
+    assert!(error_text(&a, 8).starts_with("restart failed: timed out"));
+    assert!(error_text(&a, 9).starts_with("restart failed: timed out"));
 }

@@ -317,6 +317,7 @@ fn run(args: Args) -> Result<i32> {
         comp_id: plan.computation_id,
         num_peers: args.images.len() as u32,
         generation: plan.generation,
+        part_of: None,
     };
     match conn.request(&adopt, Duration::from_secs(10))? {
         Msg::Ok => {}
