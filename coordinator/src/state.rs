@@ -77,6 +77,8 @@ pub struct ScriptJob {
     pub comp_id: u64,
     /// Image paths as reported by the workers, sorted.
     pub images: Vec<String>,
+    /// The host each image's process ran on (same order as `images`).
+    pub hosts: Vec<String>,
     /// Warnings to hand back to the requester (already prefixed with the vpid).
     pub warnings: Vec<String>,
     /// Command connection waiting for `CheckpointDone` (None: periodic checkpoint).
@@ -1004,7 +1006,9 @@ impl State {
                 value.len()
             ))
         } else if self.names.len() >= NAME_MAX_KEYS && !self.names.contains_key(&key) {
-            Some(format!("the name service holds {NAME_MAX_KEYS} names already"))
+            Some(format!(
+                "the name service holds {NAME_MAX_KEYS} names already"
+            ))
         } else {
             None
         };
@@ -1484,9 +1488,16 @@ impl State {
         let c = self.ckpt.take().expect("finish without a checkpoint");
         match c.decision {
             Some(Ok(())) => {
-                let mut images: Vec<String> =
-                    c.images.values().filter_map(|r| r.path.clone()).collect();
-                images.sort();
+                let mut placed: Vec<(String, String)> = c
+                    .images
+                    .iter()
+                    .filter_map(|(id, r)| {
+                        let host = self.member(*id).map(|w| w.host.clone()).unwrap_or_default();
+                        r.path.clone().map(|p| (p, host))
+                    })
+                    .collect();
+                placed.sort();
+                let (images, hosts): (Vec<String>, Vec<String>) = placed.into_iter().unzip();
                 let mut warnings = c.warnings;
                 for p in self.by_vpid(c.images.keys().copied()) {
                     let v = self.vpid_of(p);
@@ -1498,6 +1509,7 @@ impl State {
                     generation: c.generation,
                     comp_id: self.comp_id.unwrap_or(0),
                     images,
+                    hosts,
                     warnings,
                     reply_to: c.requester,
                 })]
@@ -1630,8 +1642,16 @@ impl State {
             waiting.retain(|c| *c != id);
         }
         self.lookups.retain(|_, w| !w.is_empty());
-        if let Some(g) = self.restart.as_mut() {
-            g.commands.remove(&id);
+        if let Some(g) = self.restart.as_mut()
+            && g.commands.remove(&id)
+            && g.parts.is_some()
+            && !g.released
+        {
+            // A part died before its processes were back: the others would wait for it in
+            // vain (in the name service, at the restart barrier).
+            actions.extend(self.fail_restart(
+                "a `ckpt-restart --part` exited before every process was back".into(),
+            ));
         }
         let Role::Worker(w) = client.role else {
             actions.push(Action::Log(format!("client {id} disconnected")));

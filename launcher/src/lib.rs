@@ -14,6 +14,7 @@
 //! `anyhow::Error`).
 
 pub mod objects;
+pub mod parts;
 pub mod pidns;
 pub mod ptys;
 pub mod sockets;

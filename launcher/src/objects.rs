@@ -185,8 +185,14 @@ impl Made {
     }
 
     /// Creates every shared object of the plan. `owner(key)` names the image that first lists
-    /// it, for messages. Which ends are needed is taken from the installs.
-    pub fn create_objects(&mut self, plan: &Plan, owner: &dyn Fn(u64) -> String) -> Result<()> {
+    /// it, for messages. Which ends are needed is taken from the installs. `parts`: the name
+    /// service of a restart in parts (connections to other parts' processes go through it).
+    pub fn create_objects(
+        &mut self,
+        plan: &Plan,
+        owner: &dyn Fn(u64) -> String,
+        parts: Option<&mut crate::parts::Names>,
+    ) -> Result<()> {
         for o in &plan.objects {
             let who = owner(o.key);
             match &o.kind {
@@ -221,9 +227,9 @@ impl Made {
             .iter()
             .filter(|o| matches!(o.kind, ObjKind::Socket(_)))
             .collect();
-        if !sockets.is_empty() {
+        if !sockets.is_empty() || parts.is_some() {
             for (key, fd) in
-                crate::sockets::rebuild(&sockets, self.high, owner, &mut self.warnings)?
+                crate::sockets::rebuild(&sockets, self.high, owner, &mut self.warnings, parts)?
             {
                 self.objects.insert((key, 0), fd);
             }
@@ -690,7 +696,7 @@ mod tests {
         assert_eq!(plan.high_fd, 1001);
         let mut made = Made::new(plan.high_fd);
         made.take_inherited(&plan).unwrap();
-        made.create_objects(&plan, &|_| "img".into()).unwrap();
+        made.create_objects(&plan, &|_| "img".into(), None).unwrap();
         assert_eq!(made.warnings.len(), 1, "{:?}", made.warnings); // the FIFO was created
         for f in made.fds() {
             assert!(f >= plan.high_fd);
@@ -828,7 +834,7 @@ mod tests {
         };
         let plan = Plan::build(&[("img", &h)]).unwrap();
         let err = Made::new(plan.high_fd)
-            .create_objects(&plan, &|_| "img".into())
+            .create_objects(&plan, &|_| "img".into(), None)
             .unwrap_err();
         assert_eq!(
             err.to_string(),

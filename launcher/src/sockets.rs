@@ -102,14 +102,23 @@ fn bindable(s: &SocketObj) -> bool {
 
 /// Whether a listener bound at `l` accepts connections made to `addr`.
 fn listener_covers(l: &SocketObj, addr: &[u8]) -> bool {
-    if l.family != libc::AF_UNIX {
-        if port(&l.local) != port(addr) || port(addr) == 0 {
+    covers(l.family, &l.local, addr)
+}
+
+/// Whether a listener of `family` bound at `local` accepts connections made to `addr`.
+fn covers(family: i32, local: &[u8], addr: &[u8]) -> bool {
+    if family != libc::AF_UNIX {
+        if local.len() != addr.len() || port(local) != port(addr) || port(addr) == 0 {
             return false;
         }
-        let ip = inet_ip(&l.local);
+        let ip = inet_ip(local);
         return ip.iter().all(|&b| b == 0) || ip == inet_ip(addr);
     }
-    l.local.len() > 2 && l.local == addr
+    local.len() > 2 && local == addr
+}
+
+fn is_tcp(s: &SocketObj) -> bool {
+    matches!(s.family, libc::AF_INET | libc::AF_INET6) && s.stype == libc::SOCK_STREAM
 }
 
 fn setopt(fd: RawFd, level: i32, name: i32, v: &[u8]) -> i32 {
@@ -125,7 +134,7 @@ fn setopt(fd: RawFd, level: i32, name: i32, v: &[u8]) -> i32 {
     }
 }
 
-fn reuse(fd: RawFd) {
+pub(crate) fn reuse(fd: RawFd) {
     setopt(
         fd,
         libc::SOL_SOCKET,
@@ -174,7 +183,7 @@ fn in_dir<T>(
     r
 }
 
-fn bind_to(fd: RawFd, addr: &[u8]) -> std::io::Result<()> {
+pub(crate) fn bind_to(fd: RawFd, addr: &[u8]) -> std::io::Result<()> {
     if addr.len() > 2
         && u16::from_ne_bytes([addr[0], addr[1]]) as i32 == libc::AF_UNIX
         && addr[2] != 0
@@ -196,7 +205,7 @@ fn bind_to(fd: RawFd, addr: &[u8]) -> std::io::Result<()> {
     if r != 0 { Err(last_err()) } else { Ok(()) }
 }
 
-fn connect_to(fd: RawFd, addr: &[u8]) -> std::io::Result<()> {
+pub(crate) fn connect_to(fd: RawFd, addr: &[u8]) -> std::io::Result<()> {
     loop {
         // SAFETY: connect with a sockaddr of the given length.
         let r = unsafe { libc::connect(fd, addr.as_ptr().cast(), addr.len() as libc::socklen_t) };
@@ -233,7 +242,7 @@ fn accept_one(l: RawFd) -> Result<OwnedFd> {
 }
 
 /// Writes `data` into `fd` (a stream: the bytes; otherwise u32-length-prefixed messages).
-fn refill(fd: RawFd, stream: bool, data: &[u8]) -> Result<()> {
+pub(crate) fn refill(fd: RawFd, stream: bool, data: &[u8]) -> Result<()> {
     if data.is_empty() {
         return Ok(());
     }
@@ -281,7 +290,7 @@ fn refill(fd: RawFd, stream: bool, data: &[u8]) -> Result<()> {
 }
 
 /// Raises the buffers of a fresh end so the saved bytes fit.
-fn roomy(fd: RawFd, bytes: usize) {
+pub(crate) fn roomy(fd: RawFd, bytes: usize) {
     let want = (bytes as i32).saturating_mul(2).max(1 << 16);
     for name in [libc::SO_SNDBUF, libc::SO_RCVBUF] {
         let mut cur: i32 = 0;
@@ -341,12 +350,15 @@ fn reconnect_wanted(peer: &[u8]) -> bool {
 }
 
 /// Rebuilds every socket object; returns (key, fd) for each, the fds close-on-exec and at or
-/// above `high`. `owner(key)` names the image that lists it, for messages.
+/// above `high`. `owner(key)` names the image that lists it, for messages. `parts`: this is
+/// one part of a restart in parts; TCP connections to processes of other parts are rebuilt
+/// through the coordinator's name service (`parts.rs`).
 pub fn rebuild(
     objs: &[&SharedObject],
     high: i32,
     owner: &dyn Fn(u64) -> String,
     warnings: &mut Vec<String>,
+    parts: Option<&mut crate::parts::Names>,
 ) -> Result<Vec<(u64, OwnedFd)>> {
     let sock = |o: &SharedObject| -> Option<SocketObj> {
         match &o.kind {
@@ -542,10 +554,53 @@ pub fn rebuild(
         made[con] = Some(fc);
     }
 
+    // 2b. A restart in parts: connections whose other end another part brings back.
+    let mut remote_listeners: Vec<Vec<u8>> = Vec::new();
+    if let Some(names) = parts {
+        let ends: Vec<(&[u8], &[u8])> = pending
+            .iter()
+            .filter(|&&a| is_tcp(&items[a].1))
+            .map(|&a| (&items[a].1.local[..], &items[a].1.peer[..]))
+            .collect();
+        let mine: Vec<&[u8]> = listeners.iter().map(|&l| &items[l].1.local[..]).collect();
+        let remote = crate::parts::exchange_ends(names, &ends, &mine)?;
+        let cross: Vec<crate::parts::End> = pending
+            .iter()
+            .map(|&a| (a, &items[a].1))
+            .filter(|(_, s)| {
+                is_tcp(s)
+                    && remote
+                        .ends
+                        .iter()
+                        .any(|(l, p)| *l == s.peer && *p == s.local)
+            })
+            .map(|(a, s)| crate::parts::End {
+                index: a,
+                local: s.local.clone(),
+                peer: s.peer.clone(),
+                data: &items[a].0.data,
+            })
+            .collect();
+        for (i, fd) in crate::parts::connect_cross(names, &cross)
+            .map_err(|e| anyhow!("restart in parts: {e:#}"))?
+        {
+            made[i] = Some(fd);
+        }
+        pending.retain(|&a| made[a].is_none());
+        remote_listeners = remote.listeners;
+    }
+    let remote_listener = |s: &SocketObj| {
+        remote_listeners
+            .iter()
+            .any(|l| covers(s.family, l, &s.peer))
+    };
+
     // 3. Connections without their other end: not yet accepted, or to the outside.
     for a in pending {
         let (o, s) = (&items[a].0, &items[a].1);
-        if s.stype != libc::SOCK_DGRAM && listener_for(&s.peer, s.family).is_some() {
+        if s.stype != libc::SOCK_DGRAM
+            && (listener_for(&s.peer, s.family).is_some() || remote_listener(s))
+        {
             let c = new_socket(s)?;
             reuse(c.as_raw_fd());
             if bindable(s) {

@@ -114,6 +114,13 @@ impl Plan {
     /// Builds the plan from `(image name, header)` pairs, in the order the user gave them.
     /// Errors are one line naming the images or vpids concerned.
     pub fn build(images: &[(&str, &ImageHeader)]) -> Result<Plan, String> {
+        Plan::build_part(images, false)
+    }
+
+    /// As [`Plan::build`]; `part`: these images are one part of a restart in parts (the
+    /// checkpoint's other processes are restarted by other `ckpt-restart --part` commands),
+    /// so processes missing here are no error.
+    pub fn build_part(images: &[(&str, &ImageHeader)], part: bool) -> Result<Plan, String> {
         let Some(&(first_name, first)) = images.first() else {
             return Err("no image given".into());
         };
@@ -149,14 +156,19 @@ impl Plan {
             .filter(|(v, _)| !by_vpid.contains_key(v))
             .map(|(v, prog)| format!("vpid {v} ({prog})"))
             .collect();
-        if !missing.is_empty() {
+        if part && peers.is_empty() {
+            return Err(format!(
+                "{first_name}: the image does not list the checkpoint's processes; restart all of them with one ckpt-restart"
+            ));
+        }
+        if !missing.is_empty() && !part {
             return Err(format!(
                 "restart needs every image of generation {generation}: missing {}",
                 missing.join(", ")
             ));
         }
         let want = images.iter().map(|(_, h)| h.num_peers).max().unwrap_or(0) as usize;
-        if peers.is_empty() && want > images.len() {
+        if peers.is_empty() && want > images.len() && !part {
             return Err(format!(
                 "restart needs every image of generation {generation}: {} given, the checkpoint had {want} processes",
                 images.len()

@@ -1706,3 +1706,24 @@ fn a_failed_part_restart_tells_every_part() {
     assert!(error_text(&a, 8).starts_with("restart failed: timed out"));
     assert!(error_text(&a, 9).starts_with("restart failed: timed out"));
 }
+
+#[test]
+fn a_part_that_dies_fails_the_restart_for_the_others() {
+    let mut t = T::new();
+    t.command(8);
+    t.command(9);
+    let part = Msg::CmdRestart {
+        comp_id: 7,
+        num_peers: 1,
+        generation: 3,
+        part_of: Some(2),
+    };
+    t.msg(8, part.clone());
+    t.msg(9, part);
+    t.msg(9, Msg::Lookup { key: "x".into() });
+    let a = t.gone(8);
+    assert_eq!(
+        error_text(&a, 9),
+        "restart failed: a `ckpt-restart --part` exited before every process was back"
+    );
+}

@@ -48,6 +48,11 @@ struct Args {
     /// Restart even if the image was made under another kernel release.
     #[arg(long)]
     ignore_kernel_mismatch: bool,
+    /// These images are part of the checkpoint: the other processes are restarted by other
+    /// `ckpt-restart --part` commands (one per host) using the same coordinator. Connections
+    /// between the parts are rebuilt through the coordinator's name service.
+    #[arg(long)]
+    part: bool,
     /// Checkpoint images (ckpt_*.img).
     #[arg(required = true)]
     images: Vec<PathBuf>,
@@ -272,7 +277,7 @@ fn run(args: Args) -> Result<i32> {
         .map(|p| p.display().to_string())
         .collect();
     let pairs: Vec<(&str, &ImageHeader)> = names.iter().map(String::as_str).zip(&headers).collect();
-    let plan = Plan::build(&pairs).map_err(|e| anyhow!(e))?;
+    let plan = Plan::build_part(&pairs, args.part).map_err(|e| anyhow!(e))?;
 
     // Our own fds: every object the tree needs lives above every number an image needs.
     let soft = objects::raise_nofile();
@@ -294,12 +299,6 @@ fn run(args: Args) -> Result<i32> {
             .position(|h| h.objects.iter().any(|o| o.key == key))
             .map_or_else(String::new, |i| names[i].clone())
     };
-    made.create_objects(&plan, &owner)?;
-    made.create_shm(&plan)?;
-    for w in plan.warnings.iter().chain(&made.warnings) {
-        eprintln!("ckpt-restart: warning: {w}");
-    }
-
     let bin = ckpt_launcher::bin_dir()?;
     let restorer = bin.join("ckpt-restorer");
     if !restorer.exists() {
@@ -310,20 +309,66 @@ fn run(args: Args) -> Result<i32> {
     }
     let (host, port) = ckpt_launcher::coord_addr(args.coord_host.clone(), args.coord_port);
     let ip = resolve(&host)?;
-    ckpt_launcher::ensure_coordinator(&bin, &host, port, &[])?;
-    // This connection stays open while the program runs, so an on-demand coordinator stays up.
-    let mut conn = ckpt_launcher::CommandConn::open(&host, port)?;
-    let adopt = Msg::CmdRestart {
-        comp_id: plan.computation_id,
-        num_peers: args.images.len() as u32,
-        generation: plan.generation,
-        part_of: None,
+    let join = |conn: &mut ckpt_launcher::CommandConn, part_of: Option<u32>| -> Result<()> {
+        let adopt = Msg::CmdRestart {
+            comp_id: plan.computation_id,
+            num_peers: args.images.len() as u32,
+            generation: plan.generation,
+            part_of,
+        };
+        match conn.request(&adopt, Duration::from_secs(10))? {
+            Msg::Ok => Ok(()),
+            Msg::Error { message } => bail!("coordinator at {host}:{port}: {message}"),
+            other => bail!("coordinator at {host}:{port}: unexpected answer {other:?}"),
+        }
     };
-    match conn.request(&adopt, Duration::from_secs(10))? {
-        Msg::Ok => {}
-        Msg::Error { message } => bail!("coordinator at {host}:{port}: {message}"),
-        other => bail!("coordinator at {host}:{port}: unexpected answer {other:?}"),
+    // A part joins the restart before it makes its objects: its connections to the other
+    // parts go through the coordinator's name service. A whole restart joins after (a bad
+    // image or a taken port must not leave the coordinator waiting for it).
+    let mut conn = None;
+    if args.part {
+        ckpt_launcher::ensure_coordinator(&bin, &host, port, &[])?;
+        let mut c = ckpt_launcher::CommandConn::open(&host, port)?;
+        let mut own: Vec<u64> = headers.iter().map(|h| h.vpid).collect();
+        own.sort_unstable();
+        let mut others: Vec<(u64, String)> = Vec::new();
+        for h in &headers {
+            for p in &h.peers {
+                if !own.contains(&p.vpid) && !others.iter().any(|(v, _)| *v == p.vpid) {
+                    others.push((p.vpid, p.program.clone()));
+                }
+            }
+        }
+        others.sort();
+        let total = (own.len() + others.len()) as u32;
+        join(&mut c, Some(total))?;
+        let mut names = ckpt_launcher::parts::Names::new(
+            &mut c,
+            plan.computation_id,
+            plan.generation,
+            own,
+            others,
+        );
+        made.create_objects(&plan, &owner, Some(&mut names))?;
+        conn = Some(c);
+    } else {
+        made.create_objects(&plan, &owner, None)?;
     }
+    made.create_shm(&plan)?;
+    for w in plan.warnings.iter().chain(&made.warnings) {
+        eprintln!("ckpt-restart: warning: {w}");
+    }
+    let conn = match conn {
+        Some(c) => c,
+        None => {
+            ckpt_launcher::ensure_coordinator(&bin, &host, port, &[])?;
+            // This connection stays open while the program runs, so an on-demand
+            // coordinator stays up.
+            let mut c = ckpt_launcher::CommandConn::open(&host, port)?;
+            join(&mut c, None)?;
+            c
+        }
+    };
 
     let mut ckpt_dirs = Vec::new();
     for image in &args.images {
