@@ -216,6 +216,11 @@ pub struct SocketObj {
     /// at checkpoint time).
     #[serde(default)]
     pub cwd: String,
+    /// A connected stream or seqpacket socket whose sending side was shut down
+    /// (`shutdown(SHUT_WR)`; TCP: its FIN was sent): the restart shuts it down again once
+    /// its peer's bytes are back, so the peer reads them and then end of file.
+    #[serde(default)]
+    pub shut_wr: bool,
 }
 
 /// A kernel object that `ckpt-restart` recreates once and hands to every fd of every process

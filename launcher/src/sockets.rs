@@ -713,6 +713,17 @@ pub fn rebuild(
         refill(fd, *stream, data).map_err(|e| anyhow!("{}: {e:#}", owner(items[*i].0.key)))?;
     }
 
+    // 6. Ends whose sending side had been shut down: again, now that the bytes they had sent
+    //    are back in their peer's queue (which then reads them, then end of file).
+    for (i, (_, s)) in items.iter().enumerate() {
+        if s.shut_wr
+            && let Some(fd) = &made[i]
+        {
+            // SAFETY: shutdown(2) of our socket.
+            unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_WR) };
+        }
+    }
+
     let mut out = Vec::new();
     for (i, fd) in made.into_iter().enumerate() {
         let fd = fd.expect("every socket made");

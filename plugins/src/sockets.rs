@@ -371,10 +371,11 @@ fn peek_messages(fd: i32) -> Result<Vec<u8>, String> {
 }
 
 /// AF_UNIX: the inode of the socket's peer, asked from `NETLINK_SOCK_DIAG` (0 if none).
-pub fn unix_peer_ino(ino: u64) -> u64 {
+pub fn unix_peer_ino(ino: u64) -> (u64, u8) {
     const SOCK_DIAG_BY_FAMILY: u16 = 20;
     const UDIAG_SHOW_PEER: u32 = 4;
     const UNIX_DIAG_PEER: u16 = 2;
+    const UNIX_DIAG_SHUTDOWN: u16 = 6;
     // SAFETY: socket(2).
     let s = unsafe {
         libc::socket(
@@ -384,7 +385,7 @@ pub fn unix_peer_ino(ino: u64) -> u64 {
         )
     };
     if s < 0 {
-        return 0;
+        return (0, 0);
     }
     // nlmsghdr (16 bytes) + unix_diag_req (24 bytes).
     let mut req = [0u8; 40];
@@ -398,6 +399,7 @@ pub fn unix_peer_ino(ino: u64) -> u64 {
     req[28..32].copy_from_slice(&UDIAG_SHOW_PEER.to_ne_bytes());
     req[32..40].copy_from_slice(&[0xff; 8]); // no cookie
     let mut peer = 0u64;
+    let mut shutdown = 0u8;
     // SAFETY: send/recv on our netlink socket with valid buffers.
     unsafe {
         if libc::send(s, req.as_ptr().cast(), req.len(), 0) == req.len() as isize {
@@ -423,6 +425,9 @@ pub fn unix_peer_ino(ino: u64) -> u64 {
                                 buf[at + 7],
                             ]) as u64;
                         }
+                        if t == UNIX_DIAG_SHUTDOWN && len >= 5 {
+                            shutdown = buf[at + 4];
+                        }
                         at += (len + 3) & !3;
                     }
                 }
@@ -430,7 +435,23 @@ pub fn unix_peer_ino(ino: u64) -> u64 {
         }
         libc::close(s);
     }
-    peer
+    (peer, shutdown)
+}
+
+/// Whether the socket on `fd` (family `family`; `unix_shutdown`: its `sk_shutdown` bits from
+/// sock_diag) can no longer send: `shutdown(SHUT_WR)` (or `SHUT_RDWR`) was called on it.
+/// TCP: it sent its FIN (FIN_WAIT1/2, CLOSING, LAST_ACK).
+fn write_shut(fd: i32, family: i32, unix_shutdown: u8) -> bool {
+    const SEND_SHUTDOWN: u8 = 2;
+    if family == libc::AF_UNIX {
+        return unix_shutdown & SEND_SHUTDOWN != 0;
+    }
+    // The state is the first byte of struct tcp_info.
+    let Some(info) = getopt_raw(fd, libc::IPPROTO_TCP, libc::TCP_INFO, 8) else {
+        return false;
+    };
+    // FIN_WAIT1, FIN_WAIT2, LAST_ACK, CLOSING (include/net/tcp_states.h).
+    matches!(info.first(), Some(4 | 5 | 9 | 11))
 }
 
 /// TCP: bytes in the send queue not sent yet (held back by Nagle's algorithm, cork or the
@@ -510,11 +531,14 @@ fn describe(fd: i32, ino: u64, warnings: &mut Vec<String>) -> Result<Option<Sock
     } else {
         SockState::Unconnected
     };
-    let peer_ino = if family == libc::AF_UNIX {
+    let (peer_ino, unix_shutdown) = if family == libc::AF_UNIX {
         unix_peer_ino(ino)
     } else {
-        0
+        (0, 0)
     };
+    let shut_wr = state == SockState::Connected
+        && stype != libc::SOCK_DGRAM
+        && write_shut(fd, family, unix_shutdown);
     let options = options(fd, family, stype);
     if family != libc::AF_UNIX && stype == libc::SOCK_STREAM {
         // When this run is killed, its TCP ports linger in TIME_WAIT for a minute, and a port
@@ -556,6 +580,7 @@ fn describe(fd: i32, ino: u64, warnings: &mut Vec<String>) -> Result<Option<Sock
         peer_ino,
         options,
         cwd,
+        shut_wr,
     }))
 }
 
