@@ -13,6 +13,11 @@
 //! without the receiver consuming; the plugin waits briefly for it to drain and otherwise warns
 //! that those bytes are lost (see docs/sockets.md).
 //!
+//! Connections waiting in a listener's accept queue are held by no process; so that their
+//! bytes are saved too, the `settle` hook (every process frozen, nothing recorded yet) has
+//! [`crate::accept_queue`] accept them onto hidden fds and queue placeholder connections in
+//! their place; the `accept` wrappers swap the hidden ends back in (see that module).
+//!
 //! After a restart a connection may not get its old addresses back: the connecting end's old
 //! port is still in `TIME_WAIT` from the killed run (a socket without `SO_REUSEADDR` blocks a
 //! rebind for a minute), or a connected UNIX socket became a `socketpair`. Then `getsockname`

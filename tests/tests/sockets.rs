@@ -5,7 +5,8 @@
 //! the restarted tree, SIGKILL, restart, output compared with a native run, which includes
 //! the program's own check that every socket kept its local and peer address). Also: a
 //! listening port taken at restart time is a clear error naming it, and the same images
-//! restart once it is free.
+//! restart once it is free. And `progs/pending.c`: connections not accepted yet, with bytes
+//! already sent on them, through restarts and resumes (the hidden accept queue).
 
 use std::path::PathBuf;
 use std::time::Duration;
