@@ -334,19 +334,36 @@ fn pending_checkpoint(s: &Session, what: &str) -> Vec<PathBuf> {
 /// exactly once, in the order sent, accept order and the clients' addresses as before.
 #[test]
 fn pending_connections_keep_their_bytes_across_restarts() {
-    let s = Session::new("pending_restart");
+    pending_restarts("pending_restart", false);
+}
+
+/// The same with restarts that give the processes new pids (`CKPT_NO_NAMESPACES=1`).
+#[test]
+fn pending_connections_keep_their_bytes_across_restarts_with_new_pids() {
+    pending_restarts("pending_restart_no_ns", true);
+}
+
+fn pending_restarts(name: &str, new_pids: bool) {
+    let s = Session::new(name);
     let prog = pending_prog("poll");
     let native = pending_native(&s, &prog);
     let (mut app, dir, out) = pending_launch(&s, &prog);
+    let restart = |imgs: &[PathBuf], stdout: &str| {
+        let mut cmd = s.restart_command(imgs);
+        if new_pids {
+            cmd.env("CKPT_NO_NAMESPACES", "1");
+        }
+        s.spawn_to(cmd, "restart", &s.path(stdout))
+    };
 
     let imgs = pending_checkpoint(&s, "checkpoint 1");
     s.kill_computation(&mut app);
-    let mut r = s.restart(&imgs, &s.path("restart1.stdout"));
+    let mut r = restart(&imgs, "restart1.stdout");
     s.wait_for_pids(PENDING_PROCS, Duration::from_secs(60));
 
     let imgs = pending_checkpoint(&s, "checkpoint 2 (of the restarted tree)");
     s.kill_computation(&mut r);
-    let mut r = s.restart(&imgs, &s.path("restart2.stdout"));
+    let mut r = restart(&imgs, "restart2.stdout");
     s.wait_for_pids(PENDING_PROCS, Duration::from_secs(60));
 
     std::fs::write(dir.join("go"), b"").unwrap();
