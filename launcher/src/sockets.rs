@@ -9,7 +9,9 @@
 //! to its old address first, so both ends see the same addresses as before; a UNIX connection
 //! accepted from a listener of the images likewise, other UNIX connections (socketpair) with
 //! `socketpair`; then connections whose accepting end was not yet accepted (connected again,
-//! left in the listener's queue); then unconnected and datagram sockets. Last, each end's saved
+//! left in the listener's queue: since the sockets plugin hides accept queues at checkpoint
+//! time, these are mostly its placeholders, whose hidden ends were rebuilt in the step
+//! before); then unconnected and datagram sockets. Last, each end's saved
 //! receive queue is written into its peer so the bytes wait in the same queue as before.
 //! A connection whose peer is outside the computation comes back as a *dead socket*: a socket
 //! whose receive queue holds the saved bytes, then end of file; writes fail with `EPIPE`.
@@ -603,8 +605,22 @@ pub fn rebuild(
         {
             let c = new_socket(s)?;
             reuse(c.as_raw_fd());
-            if bindable(s) {
-                let _ = in_dir(&s.cwd, &s.local, || bind_to(c.as_raw_fd(), &s.local));
+            if bindable(s)
+                && in_dir(&s.cwd, &s.local, || bind_to(c.as_raw_fd(), &s.local)).is_err()
+                && s.family == libc::AF_UNIX
+            {
+                // A named connecting UNIX socket (e.g. a placeholder of the sockets plugin's
+                // hidden accept queue, recognised by its peer by name) keeps a name, another
+                // one: autobind (the getsockname wrapper still answers with the saved one).
+                let family = libc::AF_UNIX as libc::sa_family_t;
+                // SAFETY: bind with just the family: the kernel picks an abstract name.
+                unsafe {
+                    libc::bind(
+                        c.as_raw_fd(),
+                        (&family as *const libc::sa_family_t).cast(),
+                        std::mem::size_of::<libc::sa_family_t>() as libc::socklen_t,
+                    )
+                };
             }
             in_dir(&s.cwd, &s.peer, || connect_to(c.as_raw_fd(), &s.peer))
                 .map_err(|e| anyhow!("{}: connect to {}: {e}", owner(o.key), show(&s.peer)))?;

@@ -135,6 +135,17 @@ pub trait Plugin: Send {
     /// the kernel still holds for them on the way to another process (e.g. TCP send queues).
     /// Every process has drained when [`Plugin::checkpoint`] runs.
     fn drain(&mut self, _warnings: &mut Vec<String>) {}
+    /// Asked after [`Plugin::drain`]: whether this process needs [`Plugin::settle`] at this
+    /// checkpoint. Each process says so at barrier `suspended`; when any does, every process
+    /// runs `settle` and meets the others at barrier `settled` before recording anything.
+    fn wants_settle(&self) -> bool {
+        false
+    }
+    /// Every process of the computation is frozen (barrier `suspended` passed; `peers` lists
+    /// them) and none has recorded anything yet: rearrange kernel state that other processes'
+    /// records depend on (e.g. accept the connections waiting in a listener's queue, so both
+    /// ends are recorded as a connection). Same rules as `checkpoint`.
+    fn settle(&mut self, _peers: &[PeerInfo], _warnings: &mut Vec<String>) {}
     /// User threads are frozen; record what the image needs.
     fn checkpoint(&mut self, ctx: &mut CkptContext) -> Result<(), String>;
     /// Image written (committed or not); user threads are about to run again.

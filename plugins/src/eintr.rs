@@ -828,14 +828,20 @@ pub unsafe extern "C" fn accept(fd: c_int, addr: *mut sockaddr, addrlen: *mut so
         return enosys();
     };
     let g = api::generation();
+    // The caller's buffer size (the kernel overwrites *addrlen).
+    // SAFETY: the caller's addrlen.
+    let cap = unsafe { crate::accept_queue::buffer_len(addrlen) };
     // SAFETY: forwarding the caller's arguments.
     let r = unsafe { f(fd, addr, addrlen) };
-    if r < 0 && by_checkpoint(g) {
+    let r = if r < 0 && by_checkpoint(g) {
         // SAFETY: as above.
         again(|| unsafe { f(fd, addr, addrlen) })
     } else {
         r
-    }
+    };
+    // A placeholder queued at checkpoint time gives way to the connection it stands for.
+    // SAFETY: the caller's address buffers.
+    unsafe { crate::accept_queue::accepted(r, addr, addrlen, cap, 0) }
 }
 
 /// # Safety
@@ -851,14 +857,20 @@ pub unsafe extern "C" fn accept4(
         return enosys();
     };
     let g = api::generation();
+    // The caller's buffer size (the kernel overwrites *addrlen).
+    // SAFETY: the caller's addrlen.
+    let cap = unsafe { crate::accept_queue::buffer_len(addrlen) };
     // SAFETY: forwarding the caller's arguments.
     let r = unsafe { f(fd, addr, addrlen, flags) };
-    if r < 0 && by_checkpoint(g) {
+    let r = if r < 0 && by_checkpoint(g) {
         // SAFETY: as above.
         again(|| unsafe { f(fd, addr, addrlen, flags) })
     } else {
         r
-    }
+    };
+    // As in accept.
+    // SAFETY: the caller's address buffers.
+    unsafe { crate::accept_queue::accepted(r, addr, addrlen, cap, flags) }
 }
 
 /// The plugin: resolves the real functions at startup; nothing to save or restore.

@@ -58,6 +58,11 @@ fn outside_lookup(dev: u64, ino: u64) -> Option<i32> {
     })
 }
 
+/// Whether the object `(dev, ino)` came from outside the computation (re-inherited at restart).
+pub(crate) fn is_outside(dev: u64, ino: u64) -> bool {
+    outside_lookup(dev, ino).is_some()
+}
+
 /// The outside set as `fd:dev:ino,...` for `CKPT_OUTSIDE` (exec).
 pub fn outside_env() -> String {
     (0..NOUTSIDE.load(Ordering::Acquire))
@@ -95,7 +100,7 @@ fn kcmp_file(pid1: i32, pid2: i32, fd1: i32, fd2: i32) -> Option<bool> {
 }
 
 /// (fd, dev, ino) of every fd of process `pid` (another process of the computation, frozen).
-fn peer_fds(pid: i32) -> Vec<(i32, u64, u64)> {
+pub(crate) fn peer_fds(pid: i32) -> Vec<(i32, u64, u64)> {
     let mut fds = Vec::new();
     let path = CString::new(format!("/proc/{pid}/fd")).unwrap_or_default();
     let _ = crate::rawdir::list_numeric_dir(&path, &mut fds);

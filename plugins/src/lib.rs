@@ -7,7 +7,8 @@
 //! - [`pipes`]: pipes the program made, with their buffered bytes.
 //! - [`terminals`]: the terminal the computation runs in (attributes, window size,
 //!   foreground group) and pty pairs the program made.
-//! - [`sockets`]: sockets with the bytes in their receive queues (rebuilt by ckpt-restart).
+//! - [`sockets`]: sockets with the bytes in their receive queues (rebuilt by ckpt-restart);
+//!   [`accept_queue`] keeps connections not accepted yet, with their bytes.
 //! - [`shm`]: shared memory mappings shared again between processes after restart.
 //! - [`sysv_ids`]: SysV shared memory ids kept valid across restarts (wrappers).
 //! - [`timerfd`]: timer fds with their clock, interval and remaining time.
@@ -19,6 +20,7 @@
 //!   process-directed signals.
 //! - [`posix_timers`]: `timer_create` timers, including `SIGEV_THREAD`.
 
+pub mod accept_queue;
 pub mod api;
 pub mod eintr;
 pub mod epoll;

@@ -13,6 +13,11 @@
 //! without the receiver consuming; the plugin waits briefly for it to drain and otherwise warns
 //! that those bytes are lost (see docs/sockets.md).
 //!
+//! Connections waiting in a listener's accept queue are held by no process; so that their
+//! bytes are saved too, the `settle` hook (every process frozen, nothing recorded yet) has
+//! [`crate::accept_queue`] accept them onto hidden fds and queue placeholder connections in
+//! their place; the `accept` wrappers swap the hidden ends back in (see that module).
+//!
 //! After a restart a connection may not get its old addresses back: the connecting end's old
 //! port is still in `TIME_WAIT` from the killed run (a socket without `SO_REUSEADDR` blocks a
 //! rebind for a minute), or a connected UNIX socket became a `socketpair`. Then `getsockname`
@@ -24,7 +29,7 @@
 //! syscalls only); locks or allocation in the wrappers (user threads).
 
 use crate::api::{CkptContext, Plugin, RestartContext, real_fns};
-use ckpt_format::image::{FdKind, ObjKind, ObjRef, SharedObject, SockState, SocketObj};
+use ckpt_format::image::{FdKind, ObjKind, ObjRef, PeerInfo, SharedObject, SockState, SocketObj};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// What this process saved at its last checkpoint (restored with memory): (socket object key,
@@ -32,6 +37,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 #[derive(Default)]
 pub struct Sockets {
     saved: Vec<(u64, SocketObj)>,
+    /// Set by `drain`: this process holds a listener (its queue is hidden at `settle`).
+    listens: bool,
 }
 
 // ---- address table -----------------------------------------------------------------------
@@ -90,7 +97,7 @@ fn virtual_names(ino: u64) -> Option<(Vec<u8>, Vec<u8>)> {
     Some((l[..ll].to_vec(), p[..pl].to_vec()))
 }
 
-fn socket_ino(fd: i32) -> u64 {
+pub(crate) fn socket_ino(fd: i32) -> u64 {
     // SAFETY: fstat into a zeroed buffer.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: valid out-pointer.
@@ -189,13 +196,13 @@ fn getopt_raw(fd: i32, level: i32, name: i32, len: usize) -> Option<Vec<u8>> {
     Some(buf)
 }
 
-fn getopt_int(fd: i32, level: i32, name: i32) -> Option<i32> {
+pub(crate) fn getopt_int(fd: i32, level: i32, name: i32) -> Option<i32> {
     let b = getopt_raw(fd, level, name, 4)?;
     (b.len() == 4).then(|| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
 }
 
 /// `getsockname` (`peer` false) or `getpeername` (true); empty if there is none.
-fn address(fd: i32, peer: bool) -> Vec<u8> {
+pub(crate) fn address(fd: i32, peer: bool) -> Vec<u8> {
     // SAFETY: sockaddr_storage is plain data.
     let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
@@ -634,7 +641,11 @@ impl Plugin for Sockets {
     fn drain(&mut self, warnings: &mut Vec<String>) {
         // The files plugin's listing: raw getdents (opendir would call glibc's malloc with
         // the program's threads frozen).
+        self.listens = false;
         for fd in crate::files::list_fds() {
+            if !self.listens && crate::accept_queue::listener_kind(fd).is_some() {
+                self.listens = true;
+            }
             let is_tcp = getopt_int(fd, libc::SOL_SOCKET, libc::SO_PROTOCOL)
                 == Some(libc::IPPROTO_TCP)
                 && getopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE) == Some(libc::SOCK_STREAM);
@@ -644,7 +655,19 @@ impl Plugin for Sockets {
         }
     }
 
+    fn wants_settle(&self) -> bool {
+        self.listens
+    }
+
+    fn settle(&mut self, peers: &[PeerInfo], warnings: &mut Vec<String>) {
+        // Every process is frozen, none has recorded its sockets yet: connections waiting in
+        // this process's listeners are accepted onto hidden fds (so their bytes are peeked
+        // like any connection's), placeholders queued in their place.
+        crate::accept_queue::settle(peers, warnings);
+    }
+
     fn restart(&mut self, ctx: &mut RestartContext) -> Result<(), String> {
+        crate::accept_queue::after_restart();
         // ckpt-restart made the sockets and installed them before the restorer ran; record
         // the ones whose kernel addresses are not the saved ones.
         USED.store(0, Ordering::Release);

@@ -420,19 +420,40 @@ impl Worker {
             pid: sys::getpid(),
             program: self.program.clone(),
         };
-        let mine = rmp_serde::to_vec(&me).unwrap_or_default();
+        // With it, whether this process needs the settle step (a plugin hook that runs once
+        // every process is frozen, before any records anything).
+        let wants_settle = threads_held && self.plugins.iter().any(|p| p.wants_settle());
+        let mine = rmp_serde::to_vec(&(&me, wants_settle)).unwrap_or_default();
+        let settle;
         match self.allgather("suspended", Some(mine)) {
             Ok(data) => {
-                self.peers = data
+                let arrivals: Vec<(PeerInfo, bool)> = data
                     .iter()
-                    .filter_map(|d| rmp_serde::from_slice::<PeerInfo>(&d.data).ok())
+                    .filter_map(|d| rmp_serde::from_slice::<(PeerInfo, bool)>(&d.data).ok())
                     .collect();
+                settle = arrivals.iter().any(|a| a.1);
+                self.peers = arrivals.into_iter().map(|a| a.0).collect();
                 if self.peers.is_empty() {
                     self.peers.push(me);
                 }
                 self.num_peers = self.peers.len() as u32;
             }
             Err(e) => {
+                if threads_held {
+                    threads::resume_all();
+                }
+                log(&format!("checkpoint {generation} aborted: {e}"));
+                return;
+            }
+        }
+        if settle {
+            // Every process decided the same from the same arrivals: all of them come here.
+            if threads_held {
+                for p in self.plugins.iter_mut() {
+                    p.settle(&self.peers, &mut warnings_early);
+                }
+            }
+            if let Err(e) = self.barrier("settled") {
                 if threads_held {
                     threads::resume_all();
                 }

@@ -261,6 +261,8 @@ extern "C" fn atfork_child() {
     crate::alloc::fork_child();
     GATE.store(0, Ordering::Release);
     crate::compress::forget_threads();
+    // Connections hidden from a listener's queue at a checkpoint stay the parent's.
+    ckpt_plugins::accept_queue::forget_in_child();
 }
 
 /// Registers the allocator's fork handlers (constructor, before anything else forks).

@@ -5,7 +5,8 @@
 //! the restarted tree, SIGKILL, restart, output compared with a native run, which includes
 //! the program's own check that every socket kept its local and peer address). Also: a
 //! listening port taken at restart time is a clear error naming it, and the same images
-//! restart once it is free.
+//! restart once it is free. And `progs/pending.c`: connections not accepted yet, with bytes
+//! already sent on them, through restarts and resumes (the hidden accept queue).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -242,4 +243,190 @@ fn preforked_workers_share_a_listener() {
             ..TreeSpec::default()
         },
     );
+}
+
+// ---- connections not accepted yet (progs/pending.c) ----------------------------------------
+
+/// `pending MODE`: 8 client processes connect to 4 listeners (TCP over IPv4 and IPv6, UNIX
+/// stream, UNIX seqpacket) and send 21 messages each; the server accepts only once the file
+/// `go` exists in its directory. 22 lines.
+fn pending_prog(mode: &str) -> Prog {
+    Prog {
+        name: "pending".into(),
+        program: PathBuf::from(env!("CKPT_PROG_PENDING")),
+        args: vec![mode.into()],
+        lines: 22,
+    }
+}
+
+const PENDING_PROCS: usize = 9;
+
+/// Runs `prog` without ckpt in `<scratch>/native-run` (another tag, so that killing the
+/// computation never touches it), `go` created once it is ready; returns its output file.
+fn pending_native(s: &Session, prog: &Prog) -> PathBuf {
+    let dir = s.path("native-run");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = s.path("native.out");
+    let mut cmd = s.command(&prog.program);
+    cmd.args(&prog.args)
+        .current_dir(&dir)
+        .env(ckpt_tests::session::TAG_VAR, format!("{}-native", s.tag()));
+    let mut p = s.spawn_to(cmd, "native-pending", &out);
+    s.wait_lines(&out, 1, Duration::from_secs(60), &mut p);
+    std::fs::write(dir.join("go"), b"").unwrap();
+    let st = p.wait_exit(Duration::from_secs(60));
+    assert!(st.success(), "native run: {}", describe_status(&st));
+    assert_eq!(count_lines(&out), prog.lines, "native run output");
+    out
+}
+
+/// Launches `prog` under ckpt in `<scratch>/ckpt-run`; returns (root, run dir, output file)
+/// once every client has sent its messages (the server printed "ready").
+fn pending_launch(s: &Session, prog: &Prog) -> (ckpt_tests::Proc, PathBuf, PathBuf) {
+    let dir = s.path("ckpt-run");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = s.path("ckpt.out");
+    let mut cmd = s.launch_command(prog);
+    cmd.current_dir(&dir);
+    let mut app = s.spawn_to(cmd, "launch-pending", &out);
+    s.wait_lines(&out, 1, Duration::from_secs(60), &mut app);
+    s.wait_for_pids(PENDING_PROCS, Duration::from_secs(30));
+    (app, dir, out)
+}
+
+/// Checkpoints the whole computation (one image per process) and checks that no checkpoint
+/// warning says bytes are lost.
+fn pending_checkpoint(s: &Session, what: &str) -> Vec<PathBuf> {
+    let out = s.ckpt_command(&["--checkpoint"], Duration::from_secs(60));
+    assert!(
+        out.success(),
+        "{what}: checkpoint failed:\n{out}\n{}",
+        s.diagnostics()
+    );
+    let all = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        !all.contains("lost"),
+        "{what}: the checkpoint warns about lost bytes:\n{out}"
+    );
+    let imgs: Vec<PathBuf> = out
+        .stdout
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let p = PathBuf::from(l);
+            if p.is_absolute() || s.dir().join(&p).exists() {
+                s.dir().join(p)
+            } else {
+                s.ckpt_dir().join(p)
+            }
+        })
+        .collect();
+    assert_eq!(imgs.len(), PENDING_PROCS, "{what}: images {imgs:?}\n{out}");
+    s.log(format!("{what}: {imgs:?}"));
+    imgs
+}
+
+/// Connections waiting in the accept queues, with every byte their clients sent, survive
+/// checkpoint → SIGKILL → restart → checkpoint → SIGKILL → restart (a restart of a restarted
+/// computation, whose queues hold the placeholders of the first checkpoint); then the server
+/// polls its listeners and accepts: the same output as a native run — every message, each
+/// exactly once, in the order sent, accept order and the clients' addresses as before.
+#[test]
+fn pending_connections_keep_their_bytes_across_restarts() {
+    pending_restarts("pending_restart", false);
+}
+
+/// The same with restarts that give the processes new pids (`CKPT_NO_NAMESPACES=1`).
+#[test]
+fn pending_connections_keep_their_bytes_across_restarts_with_new_pids() {
+    pending_restarts("pending_restart_no_ns", true);
+}
+
+fn pending_restarts(name: &str, new_pids: bool) {
+    let s = Session::new(name);
+    let prog = pending_prog("poll");
+    let native = pending_native(&s, &prog);
+    let (mut app, dir, out) = pending_launch(&s, &prog);
+    let restart = |imgs: &[PathBuf], stdout: &str| {
+        let mut cmd = s.restart_command(imgs);
+        if new_pids {
+            cmd.env("CKPT_NO_NAMESPACES", "1");
+        }
+        s.spawn_to(cmd, "restart", &s.path(stdout))
+    };
+
+    let imgs = pending_checkpoint(&s, "checkpoint 1");
+    s.kill_computation(&mut app);
+    let mut r = restart(&imgs, "restart1.stdout");
+    s.wait_for_pids(PENDING_PROCS, Duration::from_secs(60));
+
+    let imgs = pending_checkpoint(&s, "checkpoint 2 (of the restarted tree)");
+    s.kill_computation(&mut r);
+    let mut r = restart(&imgs, "restart2.stdout");
+    s.wait_for_pids(PENDING_PROCS, Duration::from_secs(60));
+
+    std::fs::write(dir.join("go"), b"").unwrap();
+    let st = r.wait_exit(Duration::from_secs(120));
+    assert!(
+        st.success(),
+        "restarted run: {}\n{}\n{}",
+        describe_status(&st),
+        r.stderr_tail(),
+        s.diagnostics()
+    );
+    ckpt_tests::assert_same_output(&native, &out);
+}
+
+/// The same connections through checkpoints the program resumes from (no kill): the
+/// placeholders are swapped for the hidden connections transparently — edge-triggered epoll
+/// on non-blocking listeners registered before the connections came, `accept4` with
+/// `SOCK_NONBLOCK | SOCK_CLOEXEC` (the flags must be the caller's) — including a second
+/// checkpoint whose queues hold the first one's placeholders. Then a checkpoint, kill and
+/// restart of that state.
+#[test]
+fn pending_connections_swap_in_on_resume() {
+    let s = Session::new("pending_resume");
+    let prog = pending_prog("epoll");
+    let native = pending_native(&s, &prog);
+    let (mut app, dir, out) = pending_launch(&s, &prog);
+
+    pending_checkpoint(&s, "checkpoint 1");
+    let imgs = pending_checkpoint(&s, "checkpoint 2 (placeholders in the queues)");
+    s.kill_computation(&mut app);
+    let mut r = s.restart(&imgs, &s.path("restart1.stdout"));
+    s.wait_for_pids(PENDING_PROCS, Duration::from_secs(60));
+    pending_checkpoint(&s, "checkpoint 3 (of the restarted tree, resumed)");
+
+    std::fs::write(dir.join("go"), b"").unwrap();
+    let st = r.wait_exit(Duration::from_secs(120));
+    assert!(
+        st.success(),
+        "restarted run: {}\n{}\n{}",
+        describe_status(&st),
+        r.stderr_tail(),
+        s.diagnostics()
+    );
+    ckpt_tests::assert_same_output(&native, &out);
+}
+
+/// Resume only, never killed: the first run's own kernel objects all along.
+#[test]
+fn pending_connections_after_a_plain_resume() {
+    let s = Session::new("pending_plain_resume");
+    let prog = pending_prog("poll");
+    let native = pending_native(&s, &prog);
+    let (mut app, dir, out) = pending_launch(&s, &prog);
+    pending_checkpoint(&s, "checkpoint 1");
+    pending_checkpoint(&s, "checkpoint 2");
+    std::fs::write(dir.join("go"), b"").unwrap();
+    let st = app.wait_exit(Duration::from_secs(120));
+    assert!(
+        st.success(),
+        "run: {}\n{}\n{}",
+        describe_status(&st),
+        app.stderr_tail(),
+        s.diagnostics()
+    );
+    ckpt_tests::assert_same_output(&native, &out);
 }
