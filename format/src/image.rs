@@ -154,6 +154,10 @@ pub struct PtyObj {
     /// Bytes the master wrote that the slave side has not read yet.
     #[serde(with = "crate::wire::bytes")]
     pub to_slave: Vec<u8>,
+    /// EOFs (^D) queued in canonical mode among `to_slave`: each is the number of bytes of
+    /// `to_slave` before it (n_tty keeps an EOF as a line end without a character).
+    #[serde(default)]
+    pub eofs: Vec<u32>,
     /// The pty is the controlling terminal of the session led by this pid (0: none).
     pub ctty_sid: i32,
     /// Its foreground process group (0: none or unknown).
@@ -180,6 +184,13 @@ pub struct TermFd {
     pub ctty: bool,
     /// The process's group was the terminal's foreground group.
     pub foreground: bool,
+    /// Input typed on the terminal and not read yet, when this process was the one that saved
+    /// it (see docs/terminals.md), and the EOFs queued among it (as [`PtyObj::eofs`]): put
+    /// into the new terminal at restart.
+    #[serde(default, with = "crate::wire::bytes")]
+    pub input: Vec<u8>,
+    #[serde(default)]
+    pub eofs: Vec<u32>,
 }
 
 /// Where a socket stands (what `ckpt-restart` must rebuild).

@@ -1,9 +1,10 @@
 //! Pseudo-terminal pairs the program made, recreated by `ckpt-restart` (see docs/terminals.md).
 //!
 //! Owns: opening a new pair (`/dev/ptmx`, unlock, `TIOCGPTPEER` for the slave), putting back
-//! the bytes that were queued in each direction (input for the slave side with the slave in
-//! non-canonical no-echo mode, so nothing is echoed or cooked twice; output for the master with
-//! output processing off), then the saved attributes and window size; and, for the tree
+//! the bytes that were queued in each direction (input for the slave side with echo, editing
+//! and mapping off, so nothing is echoed or cooked twice, and the saved EOFs made again; output
+//! for the master with output processing off), then the saved attributes and window size; and,
+//! for the tree
 //! builder, which restored process must make the slave its controlling terminal and which
 //! group is its foreground ([`ctty_of`]).
 //!
@@ -112,7 +113,7 @@ pub fn make(
     let s = unsafe { OwnedFd::from_raw_fd(s) };
     let (mfd, sfd) = (m.as_raw_fd(), s.as_raw_fd());
     let attrs = to_termios(&p.attrs);
-    refill(mfd, sfd, &attrs, &p.to_slave, &o.data)
+    refill(mfd, sfd, &attrs, &p.to_slave, &p.eofs, &o.data)
         .map_err(|e| anyhow!("{who}: pty {}: refilling: {e}", p.index))?;
     let w = p.attrs.winsize;
     let ws = libc::winsize {
@@ -218,6 +219,7 @@ mod tests {
             index: 99,
             attrs: attrs.clone(),
             to_slave: b"one\ntwo\npart".to_vec(),
+            eofs: Vec::new(),
             ctty_sid: 0,
             fg_pgrp: 0,
             locked: false,
@@ -266,6 +268,48 @@ mod tests {
         );
         // The master reads exactly the saved output: no echo of the requeued input.
         assert_eq!(read_once(m.as_raw_fd()), b"shown\r\n");
+        assert!(warnings.is_empty(), "{warnings:?}");
+    }
+
+    /// Saved EOFs come back as EOFs in the new pair (the data has a ^D byte of its own, so
+    /// another character plays VEOF during the refill); the attributes keep the saved VEOF.
+    #[test]
+    fn make_puts_eofs_back() {
+        let (m0, s0) = {
+            // SAFETY: opening a scratch pair to read default attributes from.
+            unsafe {
+                let m = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
+                libc::unlockpt(m);
+                let s = libc::ioctl(m, libc::TIOCGPTPEER, libc::O_RDWR | libc::O_NOCTTY);
+                (OwnedFd::from_raw_fd(m), OwnedFd::from_raw_fd(s))
+            }
+        };
+        let attrs = attrs_of(s0.as_raw_fd());
+        drop((m0, s0));
+        let p = PtyObj {
+            index: 98,
+            attrs: attrs.clone(),
+            to_slave: b"abcx\x04y\nend\npar".to_vec(),
+            eofs: vec![0, 3, 3, 7],
+            ctty_sid: 0,
+            fg_pgrp: 0,
+            locked: false,
+            packet: false,
+        };
+        let o = SharedObject {
+            key: 2,
+            kind: ObjKind::Pty(p.clone()),
+            flags: vec![libc::O_RDWR, libc::O_RDWR | libc::O_NONBLOCK],
+            offset: 0,
+            has_data: true,
+            data: Vec::new(),
+        };
+        let mut warnings = Vec::new();
+        let (_m, s) = make(&o, &p, 10, "test", &mut warnings).unwrap();
+        assert_eq!(attrs_of(s.as_raw_fd()).cc, attrs.cc);
+        let reads: Vec<Vec<u8>> = (0..6).map(|_| read_once(s.as_raw_fd())).collect();
+        let want: [&[u8]; 6] = [b"", b"abc", b"", b"x\x04y\n", b"", b"end\n"];
+        assert_eq!(reads, want);
         assert!(warnings.is_empty(), "{warnings:?}");
     }
 }

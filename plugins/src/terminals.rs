@@ -13,13 +13,16 @@
 //!   user's settings alone), the same for the window size; and a process whose group was
 //!   in the foreground makes its group the foreground of the new terminal (`TIOCSPGRP` with
 //!   `SIGTTOU` blocked, so nobody stops) and gets a `SIGWINCH`, so a full-screen program
-//!   redraws the new, blank terminal.
+//!   redraws the new, blank terminal. Input typed and not read yet is saved by one
+//!   foreground process (read through a new description, put straight back with `TIOCSTI`)
+//!   and put into the new terminal at restart the same way, EOFs (^D) included.
 //! - **Ptys made by the program** (`/dev/ptmx`, `posix_openpt`, `openpty`): every fd on the
 //!   master or a slave becomes a reference to one shared object ([`ObjKind::Pty`]) keyed by
 //!   the pty number; `ckpt-restart` makes a new pair, refills it and installs it (launcher
 //!   `ptys.rs`). A holder of the master drains both directions through a second slave fd
 //!   (`TIOCGPTPEER`): what the master can read (consumed with the description briefly
-//!   non-blocking) and what the slave can read (read in non-canonical mode), then writes both
+//!   non-blocking) and what the slave can read (line by line in canonical mode, so queued EOFs
+//!   are told from NUL bytes: [`read_input`](ckpt_format::tty::read_input)), then writes both
 //!   back at once under [`quiet_termios`](ckpt_format::tty::quiet_termios) (echo, editing and mapping off, canonical mode kept,
 //!   so line boundaries survive) and waits until the kernel shows them queued again, so a
 //!   checkpoint without restart leaves the same bytes. A slave nobody in the computation had
@@ -32,7 +35,19 @@
 
 use crate::api::{CkptContext, Plugin, RestartContext};
 use ckpt_format::image::{FdKind, ObjKind, ObjRef, PtyObj, SharedObject, TermAttrs, TermFd};
-use ckpt_format::tty::{refill, set_termios, to_termios};
+use ckpt_format::tty::{can_inject, inject, read_input, refill, set_termios, to_termios};
+
+/// What a pty's drain saw (and put back).
+struct Drained {
+    /// Input for the slave side, and where EOFs were queued in it (see
+    /// [`read_input`](ckpt_format::tty::read_input)).
+    to_slave: Vec<u8>,
+    eofs: Vec<u32>,
+    /// Output for the master.
+    to_master: Vec<u8>,
+    /// The slave's attributes and window size.
+    attrs: TermAttrs,
+}
 
 #[derive(Default)]
 pub struct Terminals {
@@ -98,25 +113,100 @@ fn major_minor(rdev: u64) -> (u32, u32) {
     (libc::major(rdev), libc::minor(rdev))
 }
 
+/// From `/proc/<pid>/stat`: the process's group, its controlling terminal's device number
+/// (`tty_nr`, 0: none) and that terminal's foreground group (`tpgid`).
+fn proc_tty(pid: &str) -> (i64, u64, i64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    // state ppid pgrp session tty_nr tpgid
+    let f: Vec<i64> = after
+        .split_whitespace()
+        .skip(1)
+        .take(5)
+        .map(|v| v.parse::<i64>().unwrap_or(0))
+        .collect();
+    let field = |i: usize| f.get(i).copied().unwrap_or(0);
+    let nr = field(3) as u64;
+    // tty_nr packs major in bits 8-15 and minor in bits 0-7 and 20-31.
+    let rdev = libc::makedev(
+        ((nr >> 8) & 0xfff) as u32,
+        ((nr & 0xff) | ((nr >> 12) & 0xfff00)) as u32,
+    );
+    (field(1), rdev, field(4))
+}
+
 /// The device number of the terminal behind `st`: its own, or for `/dev/tty` the
 /// controlling terminal's (`tty_nr` of /proc/self/stat).
 fn tty_rdev(st: &libc::stat) -> u64 {
     if major_minor(st.st_rdev) != DEV_TTY {
         return st.st_rdev;
     }
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    // state ppid pgrp session tty_nr
-    let nr = after
-        .split_whitespace()
-        .nth(4)
-        .and_then(|v| v.parse::<i64>().ok());
-    let nr = nr.unwrap_or(0) as u64;
-    // tty_nr packs major in bits 8-15 and minor in bits 0-7 and 20-31.
-    libc::makedev(
-        ((nr >> 8) & 0xfff) as u32,
-        ((nr & 0xff) | ((nr >> 12) & 0xfff00)) as u32,
-    )
+    proc_tty("self").1
+}
+
+/// Whether a process of the computation with a lower vpid saves the input of terminal `rdev`
+/// (it qualifies as we do: `rdev` is its controlling terminal, its group is the foreground, it
+/// has the terminal open): every process runs its hooks at once, and only one may drain it.
+fn input_saved_by_lower_peer(ctx: &CkptContext, rdev: u64) -> bool {
+    ctx.peers.iter().filter(|p| p.vpid < ctx.vpid).any(|p| {
+        let (pgrp, ctty, tpgid) = proc_tty(&p.pid.to_string());
+        if ctty != rdev || pgrp != tpgid {
+            return false;
+        }
+        let mut fds = Vec::new();
+        let Ok(dir) = std::ffi::CString::new(format!("/proc/{}/fd", p.pid)) else {
+            return false;
+        };
+        let _ = crate::rawdir::list_numeric_dir(&dir, &mut fds);
+        fds.iter().any(|n| {
+            std::fs::metadata(format!("/proc/{}/fd/{n}", p.pid)).is_ok_and(|m| {
+                use std::os::unix::fs::MetadataExt;
+                m.rdev() == rdev || major_minor(m.rdev()) == DEV_TTY
+            })
+        })
+    })
+}
+
+/// A new non-blocking, readable (`TIOCSTI` wants that) description of terminal `fd`, opened
+/// through `/proc/self/fd`; the caller closes it.
+fn reopen(fd: i32) -> Result<i32, String> {
+    let path = std::ffi::CString::new(format!("/proc/self/fd/{fd}")).map_err(|e| e.to_string())?;
+    // SAFETY: open with a NUL-terminated path.
+    let own = unsafe {
+        libc::open(
+            path.as_ptr(),
+            libc::O_RDWR | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC,
+        )
+    };
+    if own < 0 {
+        return Err(format!(
+            "cannot open terminal fd {fd} again: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(own)
+}
+
+/// Saves and puts straight back the input queued on terminal `fd` (the one the computation
+/// runs in, our controlling terminal, our group in its foreground): read through a new
+/// non-blocking description of it (line by line in canonical mode, so EOFs are kept: see
+/// [`read_input`]) and queued again with `TIOCSTI`, echo off. Returns the input and its EOFs.
+fn save_outside_input(fd: i32, attrs: &TermAttrs) -> Result<(Vec<u8>, Vec<u32>), String> {
+    let own = reopen(fd)?;
+    let orig = to_termios(attrs);
+    let old = block_tty_signals();
+    let (input, eofs) = read_input(own, &orig);
+    let r = if input.is_empty() && eofs.is_empty() {
+        set_termios(own, &orig);
+        Ok(())
+    } else {
+        inject(own, &orig, &orig, &input, &eofs)
+    };
+    restore_mask(&old);
+    // SAFETY: closing our own fd.
+    unsafe { libc::close(own) };
+    r.map(|_| (input, eofs))
+        .map_err(|e| format!("fd {fd}: the input typed on the terminal could not be put back: {e}"))
 }
 
 /// The pty number of a slave device (`/dev/pts/N`), if `rdev` is one (majors 136-143).
@@ -198,9 +288,8 @@ impl Terminals {
         }
     }
 
-    /// Drains a pty whose master is `fd` (see the module doc): returns (to_slave, to_master,
-    /// slave attributes).
-    fn drain_master(fd: i32) -> Result<(Vec<u8>, Vec<u8>, TermAttrs), String> {
+    /// Drains a pty whose master is `fd` (see the module doc) and puts the bytes back.
+    fn drain_master(fd: i32) -> Result<Drained, String> {
         // SAFETY: TIOCGPTPEER opens a new slave fd for this master (Linux >= 4.13).
         let peer = unsafe {
             libc::ioctl(
@@ -233,13 +322,8 @@ impl Terminals {
             unsafe { libc::ioctl(fd, libc::TIOCPKT, &off) };
         }
         let to_master = read_all(fd);
-        let mut quiet = orig;
-        quiet.c_lflag &= !(libc::ICANON | libc::ECHO);
-        quiet.c_cc[libc::VMIN] = 0;
-        quiet.c_cc[libc::VTIME] = 0;
-        set_termios(peer, &quiet);
-        let to_slave = read_all(peer);
-        let r = refill(fd, peer, &orig, &to_slave, &to_master);
+        let (to_slave, eofs) = read_input(peer, &orig);
+        let r = refill(fd, peer, &orig, &to_slave, &eofs, &to_master);
         if packet {
             let on: libc::c_int = 1;
             // SAFETY: TIOCPKT with a valid int: packet mode back on.
@@ -251,7 +335,12 @@ impl Terminals {
             libc::fcntl(fd, libc::F_SETFL, fl);
             libc::close(peer);
         }
-        r.map(|_| (to_slave, to_master, attrs))
+        r.map(|_| Drained {
+            to_slave,
+            eofs,
+            to_master,
+            attrs,
+        })
     }
 
     fn pty_object(
@@ -291,6 +380,7 @@ impl Terminals {
             index,
             attrs: get_attrs(fd).unwrap_or_default(),
             to_slave: Vec::new(),
+            eofs: Vec::new(),
             ctty_sid: 0,
             fg_pgrp: 0,
             locked: false,
@@ -306,10 +396,11 @@ impl Terminals {
         p.packet = master && unsafe { libc::ioctl(fd, libc::TIOCGPKT, &mut pkt) } == 0 && pkt != 0;
         if drain && !p.locked {
             match Self::drain_master(fd) {
-                Ok((s, m, a)) => {
-                    p.to_slave = s;
-                    data = m;
-                    p.attrs = a;
+                Ok(d) => {
+                    p.to_slave = d.to_slave;
+                    p.eofs = d.eofs;
+                    data = d.to_master;
+                    p.attrs = d.attrs;
                 }
                 Err(e) => ctx.warnings.push(format!(
                     "{e}; the bytes queued in pty {index} are not saved"
@@ -361,6 +452,7 @@ impl Plugin for Terminals {
         self.saved.clear();
         // SAFETY: raw getpgid(0): the kernel's group of this process.
         let pgrp = unsafe { libc::syscall(libc::SYS_getpgid, 0) } as libc::pid_t;
+        let mut drained: Vec<u64> = Vec::new();
         for i in 0..ctx.header.fds.len() {
             let f = &ctx.header.fds[i];
             if f.kind != FdKind::CharDevice {
@@ -377,12 +469,29 @@ impl Plugin for Terminals {
                 // SAFETY: TIOCGPGRP into a valid pid_t.
                 let foreground =
                     ctty && unsafe { libc::ioctl(fd, libc::TIOCGPGRP, &mut fg) } == 0 && fg == pgrp;
+                let rdev = tty_rdev(&st);
+                // The input typed and not read yet: saved by one foreground process.
+                let (mut input, mut eofs) = (Vec::new(), Vec::new());
+                if ctty
+                    && foreground
+                    && !drained.contains(&rdev)
+                    && can_inject()
+                    && !input_saved_by_lower_peer(ctx, rdev)
+                {
+                    drained.push(rdev);
+                    match save_outside_input(fd, &attrs) {
+                        Ok((i, e)) => (input, eofs) = (i, e),
+                        Err(e) => ctx.warnings.push(e),
+                    }
+                }
                 self.saved.push(TermFd {
                     fd,
                     attrs,
-                    launch: self.baseline(tty_rdev(&st)),
+                    launch: self.baseline(rdev),
                     ctty,
                     foreground,
+                    input,
+                    eofs,
                 });
                 continue;
             }
@@ -456,6 +565,36 @@ impl Plugin for Terminals {
                     t.fd,
                     std::io::Error::last_os_error()
                 ));
+            }
+            if !t.input.is_empty() || !t.eofs.is_empty() {
+                // Typed on the old terminal, not read yet: into the new one, as if typed there.
+                let now = get_attrs(t.fd).unwrap_or(cur);
+                let r = if !ctty {
+                    Err("it is not the process's controlling terminal".to_string())
+                } else if !can_inject() {
+                    Err("TIOCSTI is off (sysctl dev.tty.legacy_tiocsti = 0)".to_string())
+                } else {
+                    reopen(t.fd).and_then(|own| {
+                        let r = inject(
+                            own,
+                            &to_termios(&t.attrs),
+                            &to_termios(&now),
+                            &t.input,
+                            &t.eofs,
+                        );
+                        // SAFETY: closing our own fd.
+                        unsafe { libc::close(own) };
+                        r
+                    })
+                };
+                if let Err(e) = r {
+                    ctx.warnings.push(format!(
+                        "fd {}: {} bytes and {} EOFs typed on the old terminal and not read are lost: {e}",
+                        t.fd,
+                        t.input.len(),
+                        t.eofs.len()
+                    ));
+                }
             }
         }
         restore_mask(&old);
@@ -562,7 +701,13 @@ mod tests {
         let before = get_attrs(s).unwrap();
         // SAFETY: F_GETFL on our fd.
         let fl = unsafe { libc::fcntl(m, libc::F_GETFL) };
-        let (to_slave, to_master, attrs) = Terminals::drain_master(m).unwrap();
+        let Drained {
+            to_slave,
+            eofs,
+            to_master,
+            attrs,
+        } = Terminals::drain_master(m).unwrap();
+        assert!(eofs.is_empty());
         assert_eq!(to_slave, b"one\ntwo\npart");
         // What the master had: the echo of the input, then the output (ONLCR applied once).
         assert_eq!(to_master, shown);
@@ -593,6 +738,45 @@ mod tests {
         }
     }
 
+    /// EOFs (^D) queued in canonical mode survive a drain as EOFs: "abc" then ^D reads "abc",
+    /// a ^D alone reads 0 bytes, a real NUL byte stays a byte, the partial line stays partial.
+    #[test]
+    fn drain_keeps_queued_eofs() {
+        let (m, s) = pty();
+        // SAFETY: non-blocking reads on our slave.
+        unsafe { libc::fcntl(s, libc::F_SETFL, libc::O_RDWR | libc::O_NONBLOCK) };
+        write_all(m, b"abc\x04\x04x\0y\npar").unwrap();
+        flush_input(s);
+        assert!(wait_inq(s, 7));
+        let before = get_attrs(s).unwrap();
+        let d = Terminals::drain_master(m).unwrap();
+        assert_eq!(d.to_slave, b"abcx\0y\npar");
+        assert_eq!(d.eofs, [3, 3]);
+        assert_eq!(get_attrs(s).unwrap(), before);
+        for _ in 0..2 {
+            assert_eq!(read_once(s), b"abc");
+            assert_eq!(read_once(s), b"", "the lone EOF reads 0 bytes");
+            assert_eq!(read_once(s), b"x\0y\n");
+            // SAFETY: reading into a local buffer.
+            let r = unsafe { libc::read(s, [0u8; 8].as_mut_ptr().cast(), 8) };
+            assert_eq!(r, -1, "the partial line is not readable");
+            // Once more after a second drain of the same bytes.
+            write_all(m, b"t\nabc\x04\x04x\0y\npar").unwrap();
+            flush_input(s);
+            assert_eq!(read_once(s), b"part\n");
+            let d = Terminals::drain_master(m).unwrap();
+            assert_eq!(
+                (d.to_slave.as_slice(), d.eofs.as_slice()),
+                (&b"abcx\0y\npar"[..], &[3, 3][..])
+            );
+        }
+        // SAFETY: closing our fds.
+        unsafe {
+            libc::close(s);
+            libc::close(m);
+        }
+    }
+
     /// Packet mode survives a drain, and the saved bytes carry no status byte.
     #[test]
     fn drain_in_packet_mode() {
@@ -602,7 +786,7 @@ mod tests {
         assert_eq!(unsafe { libc::ioctl(m, libc::TIOCPKT, &on) }, 0);
         write_all(s, b"out").unwrap();
         assert!(wait_inq(m, 3));
-        let (_, to_master, _) = Terminals::drain_master(m).unwrap();
+        let to_master = Terminals::drain_master(m).unwrap().to_master;
         assert_eq!(to_master, b"out");
         let mut pkt: libc::c_int = 0;
         // SAFETY: TIOCGPKT into a valid int.

@@ -2,7 +2,7 @@
 //! `ckpt-restart` runs in with its attributes, window size and foreground group, and still
 //! gets ^C; a pty pair the program made is recreated with the bytes queued in both directions
 //! and stays the controlling terminal of the child's session. Sources: `tests/progs/term_raw.c`,
-//! `tests/progs/pty_pair.c`.
+//! `tests/progs/pty_pair.c`, `tests/progs/tty_eof.c`.
 
 use std::time::Duration;
 
@@ -488,4 +488,171 @@ fn ctrl_z_and_fg_through_the_users_shell() {
         "{}",
         describe_status(&st)
     );
+}
+
+/// What `tty_eof` prints for each round: its reads of "abc^D^Dx^@y\npar" typed before the
+/// trigger and "t\n", "end\n" after.
+fn eof_reads(text: &str, round: u32) -> Vec<String> {
+    let p = format!("rd {round} ");
+    text.lines()
+        // The echo of a partial line typed earlier may precede the first one.
+        .filter_map(|l| l.find(&p).map(|i| l[i + p.len()..].to_string()))
+        .collect()
+}
+
+const EOF_READS: [&str; 5] = [
+    "n=3 [abc]",
+    "n=0 []",
+    "n=4 [x\\x00y\\n]",
+    "n=5 [part\\n]",
+    "n=4 [end\\n]",
+];
+
+/// One round of `tty_eof` in terminal `t` (the program waits at "ready <round>"): type the
+/// input unless the program types on its own pty (`own`), and wait until the terminal took it
+/// (its echo), before any checkpoint.
+fn eof_type(t: &Term, round: u32, own: bool) {
+    t.wait_for(&format!("ready {round}"), WAIT, |x| {
+        x.contains(&format!("ready {round}"))
+    });
+    if !own {
+        t.write(b"abc\x04\x04x\x00y\npar");
+        t.wait_for("the echo of the typed input", WAIT, |x| {
+            x.matches("x^@y\npar").count() >= round as usize
+        });
+    }
+}
+
+/// Lets round `round` read (its trigger file) and types the rest of the input once the queued
+/// part has been read; returns that round's reads.
+fn eof_read(s_dir: &std::path::Path, t: &Term, round: u32, own: bool) -> Vec<String> {
+    std::fs::write(s_dir.join(format!("trigger{round}")), b"").expect("trigger file");
+    if !own {
+        t.wait_for("the queued input's reads", WAIT, |x| {
+            eof_reads(x, round).len() >= 3
+        });
+        t.write(b"t\n");
+        t.wait_for("the read of the completed line", WAIT, |x| {
+            eof_reads(x, round).len() >= 4
+        });
+        t.write(b"end\n");
+    }
+    let text = t.wait_for(&format!("done {round}"), WAIT, |x| {
+        x.contains(&format!("done {round}"))
+    });
+    eof_reads(&text, round)
+}
+
+/// Input typed on a canonical terminal and not read yet at a checkpoint — a line ended by ^D
+/// ("abc" then EOF), a ^D alone (read returns 0), a line with a real NUL byte (^@), a partial
+/// line — reads the same after a checkpoint the program resumes from (round 1), and after
+/// checkpoint, SIGKILL, restart in a new terminal, checkpoint, SIGKILL, restart in a third
+/// terminal (round 2), as in a native run. `own`: the same on a pty the program made.
+fn queued_eofs_cycle(name: &str, own: bool) {
+    let s = Session::new(name);
+    let exe = env!("CKPT_PROG_TTY_EOF");
+    let trig = s.dir().join("trigger");
+    let mut args = vec![trig.to_string_lossy().into_owned()];
+    if own {
+        args.push("own".into());
+    }
+    let want: Vec<String> = EOF_READS.iter().map(|x| x.to_string()).collect();
+
+    // Native: what the kernel gives a program that is never checkpointed.
+    let native_dir = s.dir().join("native");
+    std::fs::create_dir_all(&native_dir).expect("native dir");
+    let mut t0 = Term::new(24, 80);
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg(native_dir.join("trigger")).args(&args[1..]);
+    let mut native = t0.spawn(cmd, "native");
+    for round in 1..=2 {
+        eof_type(&t0, round, own);
+        let got = eof_read(&native_dir, &t0, round, own);
+        assert_eq!(got, want, "native run, round {round}:\n{}", t0.text());
+    }
+    let st = native
+        .try_wait_exit(Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("native run did not exit: {e}\n{}", t0.text()));
+    assert!(st.success(), "native: {}", describe_status(&st));
+
+    let prog = Prog {
+        name: name.into(),
+        program: exe.into(),
+        args,
+        lines: 0,
+    };
+    let mut t1 = Term::new(24, 80);
+    let mut app = t1.spawn(s.launch_command(&prog), "launch");
+    // Round 1: two checkpoints the program resumes from with its input queued.
+    eof_type(&t1, 1, own);
+    s.checkpoint();
+    s.checkpoint();
+    let got = eof_read(s.dir(), &t1, 1, own);
+    assert_eq!(
+        got,
+        want,
+        "after checkpoints without restart, the program read:\n{}",
+        t1.text()
+    );
+    // Round 2: checkpoint, kill, restart in terminal 2; again into terminal 3.
+    eof_type(&t1, 2, own);
+    let imgs = s.checkpoint();
+    s.kill_computation(&mut app);
+    let mut t2 = Term::new(24, 80);
+    let mut r = t2.spawn(s.restart_command(&imgs), "restart");
+    s.wait_for_pids(1, WAIT);
+    let imgs = s.checkpoint();
+    // The restarted program's image holds the input, EOFs apart (not as NUL bytes).
+    let mut saved = Vec::new();
+    for img in &imgs {
+        let f = std::fs::File::open(img).expect("open image");
+        let h = read_header(&mut flate2::read::MultiGzDecoder::new(f)).expect("image header");
+        saved.extend(
+            h.terminals
+                .iter()
+                .map(|t| (t.input.clone(), t.eofs.clone())),
+        );
+        saved.extend(h.objects.iter().filter_map(|o| match &o.kind {
+            ObjKind::Pty(p) => Some((p.to_slave.clone(), p.eofs.clone())),
+            _ => None,
+        }));
+    }
+    s.log(format!("saved terminal input (bytes, eofs): {saved:?}"));
+    assert!(
+        saved.contains(&(b"abcx\0y\npar".to_vec(), vec![3, 3])),
+        "no image saved the queued input with its two EOFs: {saved:?}"
+    );
+    s.kill_computation(&mut r);
+    let mut t3 = Term::new(24, 80);
+    let mut r = t3.spawn(s.restart_command(&imgs), "restart2");
+    s.wait_for_pids(1, WAIT);
+    let got = eof_read(s.dir(), &t3, 2, own);
+    assert_eq!(
+        got,
+        want,
+        "after two restarts in new terminals, the program read:\n{}",
+        t3.text()
+    );
+    let text = t3.wait_for("bye", WAIT, |x| x.contains("bye"));
+    let st = r
+        .try_wait_exit(Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("ckpt-restart did not exit: {e}\n{text}"));
+    assert!(
+        st.success(),
+        "ckpt-restart: {}\n{text}",
+        describe_status(&st)
+    );
+}
+
+/// Typed on the terminal the program runs in (the harness's pty): ckpt saves the unread input
+/// and puts it into the terminal `ckpt-restart` runs in (`TIOCSTI`).
+#[test]
+fn queued_eofs_in_the_users_terminal() {
+    queued_eofs_cycle("tty_eof", false);
+}
+
+/// Queued on a pty the program made (it writes on the master, reads the slave).
+#[test]
+fn queued_eofs_in_a_pty_the_program_made() {
+    queued_eofs_cycle("tty_eof_own", true);
 }
