@@ -648,6 +648,12 @@ fn queued_eofs_cycle(name: &str, own: bool) {
 /// and puts it into the terminal `ckpt-restart` runs in (`TIOCSTI`).
 #[test]
 fn queued_eofs_in_the_users_terminal() {
+    // Linux >= 6.2 can forbid TIOCSTI (`dev.tty.legacy_tiocsti = 0`): then the input typed
+    // ahead stays in the old terminal (documented), and there is nothing to compare.
+    if std::fs::read_to_string("/proc/sys/dev/tty/legacy_tiocsti").is_ok_and(|v| v.trim() == "0") {
+        eprintln!("skipped: TIOCSTI is disabled on this host (dev.tty.legacy_tiocsti = 0)");
+        return;
+    }
     queued_eofs_cycle("tty_eof", false);
 }
 
