@@ -1,7 +1,8 @@
 //! Compiles every C test program `progs/*.c` into OUT_DIR with the system C compiler (`$CC`,
 //! else `cc`, with `-pthread`; `-fopenmp` too for names containing `omp`) and exports each
 //! path to the crate as `CKPT_PROG_<NAME>` (read with `env!`). Dynamically linked on purpose:
-//! they run under `LD_PRELOAD=libckpt.so`. A new test program needs no edit here.
+//! they run under `LD_PRELOAD=libckpt.so`. `*_plugin.c` becomes a shared library
+//! (`lib*_plugin.so`, for `ckpt-launch --with-plugin`). A new test program needs no edit here.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -20,9 +21,18 @@ fn main() {
     for name in names {
         let src = format!("progs/{name}.c");
         println!("cargo:rerun-if-changed={src}");
-        let exe = out.join(&name);
+        // `*_plugin.c`: a ckpt plugin library (`ckpt-launch --with-plugin`), not a program.
+        let plugin = name.ends_with("_plugin");
+        let exe = if plugin {
+            out.join(format!("lib{name}.so"))
+        } else {
+            out.join(&name)
+        };
         let mut cmd = Command::new(&cc);
         cmd.args(["-O2", "-g", "-Wall", "-Wextra", "-pthread"]);
+        if plugin {
+            cmd.args(["-shared", "-fPIC"]);
+        }
         if name.contains("omp") {
             cmd.arg("-fopenmp");
         }

@@ -230,7 +230,7 @@ fn target(local: &[u8], family: i32) -> Vec<u8> {
 }
 
 /// A printable address (for warnings).
-fn show(a: &[u8]) -> String {
+pub(crate) fn show(a: &[u8]) -> String {
     let family = if a.len() >= 2 {
         u16::from_ne_bytes([a[0], a[1]]) as i32
     } else {

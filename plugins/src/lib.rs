@@ -19,12 +19,14 @@
 //! - [`signals`]: the checkpoint signal kept out of the program's hands; itimers; pending
 //!   process-directed signals.
 //! - [`posix_timers`]: `timer_create` timers, including `SIGEV_THREAD`.
+//! - [`external`]: plugin libraries loaded with `ckpt-launch --with-plugin` and their hooks.
 
 pub mod accept_queue;
 pub mod api;
 pub mod eintr;
 pub mod epoll;
 pub mod eventfd;
+pub mod external;
 pub mod fdinfo;
 pub mod files;
 pub mod inotify;
@@ -44,6 +46,8 @@ pub mod timers;
 /// Every built-in plugin, in hook order.
 pub fn all() -> Vec<Box<dyn api::Plugin>> {
     vec![
+        // First: the libraries it loads may hook what the others restore.
+        Box::new(external::External),
         Box::new(files::Files::default()),
         Box::new(pipes::Pipes),
         Box::new(terminals::Terminals::default()),

@@ -591,6 +591,65 @@ fn describe(fd: i32, ino: u64, warnings: &mut Vec<String>) -> Result<Option<Sock
     }))
 }
 
+impl Sockets {
+    /// Connections to peers outside the computation came back closed (`ckpt-restart` put an
+    /// end of a UNIX socket pair there): an external plugin's `ckpt_plugin_reconnect` may make
+    /// a new connection to put in their place (every fd of the same socket gets it).
+    fn reconnect_outside(&self, ctx: &mut RestartContext) {
+        if !crate::external::any_loaded() {
+            return;
+        }
+        let mut done: Vec<(u64, i32)> = Vec::new();
+        for f in ctx.fds {
+            let Some(r) = f.object else { continue };
+            let Some((_, s)) = self.saved.iter().find(|(k, _)| *k == r.key) else {
+                continue;
+            };
+            let outside = s.family != libc::AF_UNIX
+                && s.stype == libc::SOCK_STREAM
+                && s.state == SockState::Connected
+                && getopt_int(f.fd, libc::SOL_SOCKET, libc::SO_DOMAIN) == Some(libc::AF_UNIX);
+            if !outside {
+                continue;
+            }
+            let new = match done.iter().find(|(k, _)| *k == r.key) {
+                Some(&(_, fd)) => fd,
+                None => {
+                    let mut unread: libc::c_int = 0;
+                    // SAFETY: FIONREAD writes an int.
+                    unsafe { libc::ioctl(f.fd, libc::FIONREAD, &mut unread) };
+                    let Some(fd) =
+                        crate::external::reconnect(f.fd, &s.local, &s.peer, unread.max(0) as usize)
+                    else {
+                        continue;
+                    };
+                    ctx.warnings.push(format!(
+                        "fd {}: a plugin made the connection to {} (outside the computation) anew; the {unread} bytes the old one had received and the program had not read are dropped",
+                        f.fd,
+                        crate::accept_queue::show(&s.peer)
+                    ));
+                    done.push((r.key, fd));
+                    fd
+                }
+            };
+            // SAFETY: fcntl/dup3 on fds of this process: `new` is the plugin's fresh socket,
+            // `f.fd` the restored one it replaces (same close-on-exec and status flags).
+            unsafe {
+                let cloexec = libc::fcntl(f.fd, libc::F_GETFD) & libc::FD_CLOEXEC != 0;
+                let fl = libc::fcntl(f.fd, libc::F_GETFL);
+                if libc::dup3(new, f.fd, if cloexec { libc::O_CLOEXEC } else { 0 }) >= 0 && fl >= 0
+                {
+                    libc::fcntl(f.fd, libc::F_SETFL, fl);
+                }
+            }
+        }
+        for (_, fd) in done {
+            // SAFETY: the plugin's socket, now dup'ed onto every fd it replaces.
+            unsafe { libc::close(fd) };
+        }
+    }
+}
+
 impl Plugin for Sockets {
     fn name(&self) -> &'static str {
         "sockets"
@@ -668,6 +727,7 @@ impl Plugin for Sockets {
 
     fn restart(&mut self, ctx: &mut RestartContext) -> Result<(), String> {
         crate::accept_queue::after_restart();
+        self.reconnect_outside(ctx);
         // ckpt-restart made the sockets and installed them before the restorer ran; record
         // the ones whose kernel addresses are not the saved ones.
         USED.store(0, Ordering::Release);
