@@ -25,7 +25,7 @@
 //! part (`sockets.rs` makes those directly) and never print.
 
 use std::collections::BTreeMap;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow, bail};
@@ -204,17 +204,7 @@ pub fn exchange_ends(
     Ok(remote)
 }
 
-fn last_err() -> std::io::Error {
-    std::io::Error::last_os_error()
-}
-
-fn owned(fd: RawFd) -> std::io::Result<OwnedFd> {
-    if fd < 0 {
-        return Err(last_err());
-    }
-    // SAFETY: a fresh fd the caller owns from now on.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
+use crate::sockets::{last_err, owned};
 
 fn conn_name(e: &End) -> String {
     let (a, b) = if e.local <= e.peer {
@@ -308,6 +298,27 @@ fn wait_fd(fd: RawFd, events: i16, deadline: Instant) -> bool {
     r == 1
 }
 
+/// One non-blocking `recv` into `buf`: `Ok(Some(n))` bytes, `Ok(None)` nothing yet; end of
+/// file is an error (the other part never closes before the program has the connection).
+fn recv_some(fd: RawFd, buf: &mut [u8]) -> std::io::Result<Option<usize>> {
+    // SAFETY: recv into `buf`, at most its length.
+    let r = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+    if r == 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "the other part closed the connection",
+        ));
+    }
+    if r < 0 {
+        let e = last_err();
+        return match e.raw_os_error() {
+            Some(libc::EAGAIN) | Some(libc::EINTR) => Ok(None),
+            _ => Err(e),
+        };
+    }
+    Ok(Some(r as usize))
+}
+
 /// Reads exactly `n` bytes (never more: what follows belongs to the program).
 fn read_exact(fd: RawFd, n: usize, deadline: Instant) -> std::io::Result<Vec<u8>> {
     let mut out = vec![0u8; n];
@@ -319,29 +330,7 @@ fn read_exact(fd: RawFd, n: usize, deadline: Instant) -> std::io::Result<Vec<u8>
                 "the other part sent nothing",
             ));
         }
-        // SAFETY: read into the unfilled tail of `out`.
-        let r = unsafe {
-            libc::recv(
-                fd,
-                out[got..].as_mut_ptr().cast(),
-                n - got,
-                libc::MSG_DONTWAIT,
-            )
-        };
-        if r == 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "the other part closed the connection",
-            ));
-        }
-        if r < 0 {
-            let e = last_err();
-            if matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EINTR)) {
-                continue;
-            }
-            return Err(e);
-        }
-        got += r as usize;
+        got += recv_some(fd, &mut out[got..])?.unwrap_or(0);
     }
     Ok(out)
 }
@@ -397,22 +386,9 @@ fn swap(fd: RawFd, out: &[u8], deadline: Instant) -> std::io::Result<Vec<u8>> {
                 None => 8 - hdr.len(),
                 Some(b) => (b.len() - got).min(buf.len()),
             };
-            // SAFETY: recv into `buf`, at most `want` bytes.
-            let r = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), want, libc::MSG_DONTWAIT) };
-            if r == 0 {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "the other part closed the connection",
-                ));
-            }
-            if r < 0 {
-                let e = last_err();
-                if !matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EINTR)) {
-                    return Err(e);
-                }
+            let Some(r) = recv_some(fd, &mut buf[..want])? else {
                 continue;
-            }
-            let r = r as usize;
+            };
             match &mut body {
                 None => {
                     hdr.extend_from_slice(&buf[..r]);

@@ -198,28 +198,32 @@ mod tests {
         buf[..n.max(0) as usize].to_vec()
     }
 
-    /// A new pair gets the saved bytes both ways (input line by line, the partial line still
-    /// partial, nothing echoed), its attributes and window size.
-    #[test]
-    fn make_refills_a_new_pair() {
-        // Saved attributes: a fresh pty's (canonical, echo on), 33x77.
-        let (m0, s0) = {
-            // SAFETY: opening a scratch pair to read default attributes from.
-            unsafe {
-                let m = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
-                libc::unlockpt(m);
-                let s = libc::ioctl(m, libc::TIOCGPTPEER, libc::O_RDWR | libc::O_NOCTTY);
-                (OwnedFd::from_raw_fd(m), OwnedFd::from_raw_fd(s))
-            }
+    /// A fresh pty's attributes (canonical, echo on).
+    fn fresh_attrs() -> TermAttrs {
+        // SAFETY: opening a scratch pair to read default attributes from.
+        let (m0, s0) = unsafe {
+            let m = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
+            libc::unlockpt(m);
+            let s = libc::ioctl(m, libc::TIOCGPTPEER, libc::O_RDWR | libc::O_NOCTTY);
+            (OwnedFd::from_raw_fd(m), OwnedFd::from_raw_fd(s))
         };
-        let mut attrs = attrs_of(s0.as_raw_fd());
-        attrs.winsize = [33, 77, 0, 0];
+        let attrs = attrs_of(s0.as_raw_fd());
         drop((m0, s0));
+        attrs
+    }
+
+    /// A saved pty pair: its input (`to_slave`, with EOFs at `eofs`) and output (`output`).
+    fn saved_pair(
+        attrs: &TermAttrs,
+        to_slave: &[u8],
+        eofs: Vec<u32>,
+        output: &[u8],
+    ) -> (PtyObj, SharedObject) {
         let p = PtyObj {
             index: 99,
             attrs: attrs.clone(),
-            to_slave: b"one\ntwo\npart".to_vec(),
-            eofs: Vec::new(),
+            to_slave: to_slave.to_vec(),
+            eofs,
             ctty_sid: 0,
             fg_pgrp: 0,
             locked: false,
@@ -231,8 +235,19 @@ mod tests {
             flags: vec![libc::O_RDWR, libc::O_RDWR | libc::O_NONBLOCK],
             offset: 0,
             has_data: true,
-            data: b"shown\r\n".to_vec(),
+            data: output.to_vec(),
         };
+        (p, o)
+    }
+
+    /// A new pair gets the saved bytes both ways (input line by line, the partial line still
+    /// partial, nothing echoed), its attributes and window size.
+    #[test]
+    fn make_refills_a_new_pair() {
+        // Saved attributes: a fresh pty's, 33x77.
+        let mut attrs = fresh_attrs();
+        attrs.winsize = [33, 77, 0, 0];
+        let (p, o) = saved_pair(&attrs, b"one\ntwo\npart", Vec::new(), b"shown\r\n");
         let mut warnings = Vec::new();
         let (m, s) = make(&o, &p, 10, "test", &mut warnings).unwrap();
         let (m, s) = (m.unwrap(), s);
@@ -275,35 +290,8 @@ mod tests {
     /// another character plays VEOF during the refill); the attributes keep the saved VEOF.
     #[test]
     fn make_puts_eofs_back() {
-        let (m0, s0) = {
-            // SAFETY: opening a scratch pair to read default attributes from.
-            unsafe {
-                let m = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
-                libc::unlockpt(m);
-                let s = libc::ioctl(m, libc::TIOCGPTPEER, libc::O_RDWR | libc::O_NOCTTY);
-                (OwnedFd::from_raw_fd(m), OwnedFd::from_raw_fd(s))
-            }
-        };
-        let attrs = attrs_of(s0.as_raw_fd());
-        drop((m0, s0));
-        let p = PtyObj {
-            index: 98,
-            attrs: attrs.clone(),
-            to_slave: b"abcx\x04y\nend\npar".to_vec(),
-            eofs: vec![0, 3, 3, 7],
-            ctty_sid: 0,
-            fg_pgrp: 0,
-            locked: false,
-            packet: false,
-        };
-        let o = SharedObject {
-            key: 2,
-            kind: ObjKind::Pty(p.clone()),
-            flags: vec![libc::O_RDWR, libc::O_RDWR | libc::O_NONBLOCK],
-            offset: 0,
-            has_data: true,
-            data: Vec::new(),
-        };
+        let attrs = fresh_attrs();
+        let (p, o) = saved_pair(&attrs, b"abcx\x04y\nend\npar", vec![0, 3, 3, 7], b"");
         let mut warnings = Vec::new();
         let (_m, s) = make(&o, &p, 10, "test", &mut warnings).unwrap();
         assert_eq!(attrs_of(s.as_raw_fd()).cc, attrs.cc);

@@ -16,18 +16,20 @@
 //! A connection whose peer is outside the computation comes back as a *dead socket*: a socket
 //! whose receive queue holds the saved bytes, then end of file; writes fail with `EPIPE`.
 //!
-//! Single host: every end of a restored connection is made here (cross-host restarts go
-//! through the coordinator's name service: not built yet).
+//! Both ends of a connection between processes of this restart are made here. In a restart in
+//! parts (`--part`, one per host), a TCP connection to a process of another part is rebuilt
+//! with that part through the coordinator's name service (`parts.rs`, between the two steps
+//! above), and ends that had shut down their sending side do so again after the refill.
 
 use anyhow::{Result, anyhow, bail};
 use ckpt_format::image::{SharedObject, SockState, SocketObj};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-fn last_err() -> std::io::Error {
+pub(crate) fn last_err() -> std::io::Error {
     std::io::Error::last_os_error()
 }
 
-fn owned(fd: RawFd) -> std::io::Result<OwnedFd> {
+pub(crate) fn owned(fd: RawFd) -> std::io::Result<OwnedFd> {
     if fd < 0 {
         return Err(last_err());
     }

@@ -189,18 +189,19 @@ fn shared(dev: u64, ino: u64, peers: &[PeerInfo]) -> bool {
     })
 }
 
-/// Whether a connection waits in the listener's queue (ppoll, no wait).
-fn readable(fd: i32) -> bool {
+/// `ppoll` on one fd (the raw syscall: `poll` here would be our own wrapper) for up to `secs`
+/// seconds; the events that came (0: none, timeout or error).
+fn poll_one(fd: i32, events: i16, secs: i64) -> i16 {
     let mut pfd = libc::pollfd {
         fd,
-        events: libc::POLLIN,
+        events,
         revents: 0,
     };
     let ts = libc::timespec {
-        tv_sec: 0,
+        tv_sec: secs,
         tv_nsec: 0,
     };
-    // SAFETY: one valid pollfd, a zero timeout, no signal mask.
+    // SAFETY: one valid pollfd, a timeout, no signal mask.
     let r = unsafe {
         libc::syscall(
             libc::SYS_ppoll,
@@ -211,7 +212,12 @@ fn readable(fd: i32) -> bool {
             0,
         )
     };
-    r == 1 && pfd.revents & libc::POLLIN != 0
+    if r == 1 { pfd.revents } else { 0 }
+}
+
+/// Whether a connection waits in the listener's queue (no wait).
+fn readable(fd: i32) -> bool {
+    poll_one(fd, libc::POLLIN, 0) & libc::POLLIN != 0
 }
 
 /// The address a placeholder connects to so that it lands in this listener's queue.
@@ -295,32 +301,13 @@ fn connect_dummy(family: i32, stype: i32, to: &[u8]) -> Result<i32, String> {
             return fail("connect");
         }
         // TCP: the handshake (loopback) completes at once; wait up to 1 s.
-        let mut pfd = libc::pollfd {
-            fd: s,
-            events: libc::POLLOUT,
-            revents: 0,
-        };
-        let ts = libc::timespec {
-            tv_sec: 1,
-            tv_nsec: 0,
-        };
-        // SAFETY: one valid pollfd, a timeout, no signal mask.
-        let n = unsafe {
-            libc::syscall(
-                libc::SYS_ppoll,
-                &mut pfd,
-                1,
-                &ts,
-                std::ptr::null::<libc::sigset_t>(),
-                0,
-            )
-        };
+        let ready = poll_one(s, libc::POLLOUT, 1) != 0;
         let err = getopt_int(s, libc::SOL_SOCKET, libc::SO_ERROR).unwrap_or(-1);
-        if n != 1 || err != 0 {
+        if !ready || err != 0 {
             close(s);
             return Err(format!(
                 "connect: {}",
-                if n != 1 {
+                if !ready {
                     "not established within 1 s".to_string()
                 } else {
                     std::io::Error::from_raw_os_error(err).to_string()

@@ -111,23 +111,28 @@ static int same_names(int fd, const struct names *was) {
            memcmp(&now.peer, &was->peer, now.plen) == 0;
 }
 
+/* The loopback address of `family` with `port` into *a; returns its length. */
+static socklen_t loopback(int family, int port, struct sockaddr_storage *a) {
+    memset(a, 0, sizeof *a);
+    if (family == AF_INET) {
+        struct sockaddr_in *v4 = (struct sockaddr_in *)a;
+        v4->sin_family = AF_INET;
+        v4->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        v4->sin_port = htons((uint16_t)port);
+        return sizeof *v4;
+    }
+    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)a;
+    v6->sin6_family = AF_INET6;
+    v6->sin6_addr = in6addr_loopback;
+    v6->sin6_port = htons((uint16_t)port);
+    return sizeof *v6;
+}
+
 static int listen_on(int family, int *port) {
     int s = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (s < 0) return -1;
     struct sockaddr_storage a;
-    socklen_t len;
-    memset(&a, 0, sizeof a);
-    if (family == AF_INET) {
-        struct sockaddr_in *v4 = (struct sockaddr_in *)&a;
-        v4->sin_family = AF_INET;
-        v4->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        len = sizeof *v4;
-    } else {
-        struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&a;
-        v6->sin6_family = AF_INET6;
-        v6->sin6_addr = in6addr_loopback;
-        len = sizeof *v6;
-    }
+    socklen_t len = loopback(family, 0, &a);
     if (bind(s, (struct sockaddr *)&a, len) != 0 || listen(s, 4) != 0) {
         close(s);
         return -1;
@@ -143,21 +148,7 @@ static int connect_to(int family, int port) {
     int s = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (s < 0) die("socket");
     struct sockaddr_storage a;
-    socklen_t len;
-    memset(&a, 0, sizeof a);
-    if (family == AF_INET) {
-        struct sockaddr_in *v4 = (struct sockaddr_in *)&a;
-        v4->sin_family = AF_INET;
-        v4->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        v4->sin_port = htons((uint16_t)port);
-        len = sizeof *v4;
-    } else {
-        struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&a;
-        v6->sin6_family = AF_INET6;
-        v6->sin6_addr = in6addr_loopback;
-        v6->sin6_port = htons((uint16_t)port);
-        len = sizeof *v6;
-    }
+    socklen_t len = loopback(family, port, &a);
     while (connect(s, (struct sockaddr *)&a, len) != 0) {
         if (errno != EINTR) die("connect");
     }

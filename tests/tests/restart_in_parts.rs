@@ -56,6 +56,20 @@ fn part(s: &Session, img: &Path, label: &str) -> Proc {
     s.spawn_to(cmd, label, &s.path(&format!("{label}.stdout")))
 }
 
+/// The two programs under ckpt in `<scratch>/run`: (server, client, server's output,
+/// client's output), once the server printed `lines` lines.
+fn launch_pair(s: &Session, lines: usize) -> (Proc, Proc, PathBuf, PathBuf) {
+    let run = s.dir().join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    copy_exe(&run, "netsrv");
+    copy_exe(&run, "netcli");
+    let (srv_out, cli_out) = (s.path("srv.out"), s.path("cli.out"));
+    let mut srv = s.launch(&prog(&run, "server"), &srv_out);
+    let cli = s.launch(&prog(&run, "client"), &cli_out);
+    s.wait_lines(&srv_out, lines, LINES, &mut srv);
+    (srv, cli, srv_out, cli_out)
+}
+
 fn wait_ok(p: &mut Proc, what: &str) {
     let st = p.wait_exit(Duration::from_secs(120));
     assert!(
@@ -82,14 +96,7 @@ fn restart_in_parts_rebuilds_connections_through_the_name_service() {
     wait_ok(&mut nc, "native client");
 
     // The run under ckpt.
-    let run = s.dir().join("run");
-    std::fs::create_dir_all(&run).unwrap();
-    copy_exe(&run, "netsrv");
-    copy_exe(&run, "netcli");
-    let (srv_out, cli_out) = (s.path("srv.out"), s.path("cli.out"));
-    let mut srv = s.launch(&prog(&run, "server"), &srv_out);
-    let mut cli = s.launch(&prog(&run, "client"), &cli_out);
-    s.wait_lines(&srv_out, 10, LINES, &mut srv);
+    let (mut srv, mut cli, srv_out, cli_out) = launch_pair(&s, 10);
     s.checkpoint();
     let seen = count_lines(&srv_out);
     s.wait_lines(&srv_out, seen + 5, LINES, &mut srv);
@@ -128,14 +135,7 @@ fn restart_in_parts_rebuilds_connections_through_the_name_service() {
 #[test]
 fn a_part_without_its_partner_names_the_missing_process() {
     let s = Session::new("restart_part_missing");
-    let run = s.dir().join("run");
-    std::fs::create_dir_all(&run).unwrap();
-    copy_exe(&run, "netsrv");
-    copy_exe(&run, "netcli");
-    let (srv_out, cli_out) = (s.path("srv.out"), s.path("cli.out"));
-    let mut srv = s.launch(&prog(&run, "server"), &srv_out);
-    let mut cli = s.launch(&prog(&run, "client"), &cli_out);
-    s.wait_lines(&srv_out, 5, LINES, &mut srv);
+    let (mut srv, mut cli, srv_out, cli_out) = launch_pair(&s, 5);
     let imgs = s.checkpoint();
     s.kill_computation(&mut srv);
     let _ = cli.wait_exit(Duration::from_secs(20));

@@ -149,49 +149,63 @@ fn outside_peer_comes_back_closed_and_the_listener_serves() {
     );
 }
 
-/// The plugin hook for outside peers: a library loaded with `ckpt-launch --with-plugin`
-/// (`progs/reconnect_plugin.c`) exports `ckpt_plugin_reconnect`; at restart it makes the closed
-/// connection to the outside server anew and re-runs a handshake ("resume") before the program
-/// runs again. The server answers on the new connection only if the handshake came first.
-#[test]
-fn plugin_hook_reconnects_an_outside_peer() {
+/// How a reconnect test makes the new connection to the outside server at restart.
+enum Reconnect {
+    /// `CKPT_RECONNECT=HOST:PORT` in ckpt-restart's environment: a plain new connection.
+    Env,
+    /// A plugin library (`--with-plugin progs/reconnect_plugin.c`) that sends "resume" first.
+    Plugin,
+}
+
+/// The shared run of the reconnect tests: an outside server (first connection: two lines,
+/// held open; second, after the restart: "again", or with `handshake` only after reading
+/// "resume"), `progs/outside_peer.c` under ckpt connected to it, checkpoint after its first
+/// line, kill, restart. The program's output must show the new connection ("got again") and
+/// its listener must serve an outside client. Returns (ckpt-restart's stderr, the program's).
+fn reconnect_run(name: &str, how: Reconnect) -> (String, String) {
     use std::io::{BufRead, BufReader, Write};
+    let handshake = matches!(how, Reconnect::Plugin);
     let server = std::net::TcpListener::bind("127.0.0.1:0").expect("test server");
     let port = server.local_addr().unwrap().port();
     std::thread::spawn(move || {
-        // First connection: two lines, held open. Second: the plugin's handshake, one line.
         if let Ok((mut c, _)) = server.accept() {
             let _ = c.write_all(b"hello 0\nhello 1\n");
             if let Ok((d, _)) = server.accept() {
-                let mut hs = String::new();
-                let mut r = BufReader::new(&d);
-                let _ = r.read_line(&mut hs);
-                let answer: &[u8] = if hs == "resume\n" {
-                    b"again\n"
-                } else {
-                    b"no handshake\n"
-                };
+                let mut answer: &[u8] = b"again\n";
+                if handshake {
+                    let mut hs = String::new();
+                    let _ = BufReader::new(&d).read_line(&mut hs);
+                    if hs != "resume\n" {
+                        answer = b"no handshake\n";
+                    }
+                }
                 let _ = (&d).write_all(answer);
             }
             drop(c);
         }
     });
-    let s = Session::new("reconnect_plugin");
+    let s = Session::new(name);
     let out = s.path("ckpt.out");
     let mut cmd = s.command(ckpt_tests::bin("ckpt-launch"));
     cmd.args(["--coord-host", "127.0.0.1", "--coord-port"])
         .arg(s.port().to_string())
         .arg("--ckpt-dir")
-        .arg(s.ckpt_dir())
-        .arg("--with-plugin")
-        .arg(env!("CKPT_PROG_RECONNECT_PLUGIN"))
-        .arg(env!("CKPT_PROG_OUTSIDE_PEER"))
+        .arg(s.ckpt_dir());
+    if handshake {
+        cmd.arg("--with-plugin")
+            .arg(env!("CKPT_PROG_RECONNECT_PLUGIN"));
+    }
+    cmd.arg(env!("CKPT_PROG_OUTSIDE_PEER"))
         .arg(port.to_string());
     let mut app = s.spawn_to(cmd, "launch", &out);
     s.wait_lines(&out, 2, Duration::from_secs(30), &mut app);
     let imgs = s.checkpoint();
     s.kill_computation(&mut app);
-    let mut r = s.restart(&imgs, &s.path("restart.stdout"));
+    let mut cmd = s.restart_command(&imgs);
+    if !handshake {
+        cmd.env("CKPT_RECONNECT", format!("127.0.0.1:{port}"));
+    }
+    let mut r = s.spawn_to(cmd, "restart", &s.path("restart.stdout"));
     s.wait_lines(&out, 5, Duration::from_secs(30), &mut r);
     let lport: u16 = std::fs::read_to_string(s.dir().join("listen.port"))
         .expect("listen.port")
@@ -213,6 +227,16 @@ fn plugin_hook_reconnects_an_outside_peer() {
     );
     // The restored program's stderr is the launch's.
     let prog_err = std::fs::read_to_string(app.stderr_path().expect("launch stderr")).unwrap();
+    (err, prog_err)
+}
+
+/// The plugin hook for outside peers: a library loaded with `ckpt-launch --with-plugin`
+/// (`progs/reconnect_plugin.c`) exports `ckpt_plugin_reconnect`; at restart it makes the closed
+/// connection to the outside server anew and re-runs a handshake ("resume") before the program
+/// runs again. The server answers on the new connection only if the handshake came first.
+#[test]
+fn plugin_hook_reconnects_an_outside_peer() {
+    let (_, prog_err) = reconnect_run("reconnect_plugin", Reconnect::Plugin);
     assert!(
         prog_err.contains("reconnect_plugin: fd")
             && prog_err.contains("a plugin made the connection to 127.0.0.1"),
@@ -225,53 +249,7 @@ fn plugin_hook_reconnects_an_outside_peer() {
 /// server sends on the new connection.
 #[test]
 fn reconnect_hook_makes_a_new_connection() {
-    use std::io::{BufRead, BufReader, Write};
-    let server = std::net::TcpListener::bind("127.0.0.1:0").expect("test server");
-    let port = server.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        // First connection: two lines, held open. Second (after the restart): one line, close.
-        if let Ok((mut c, _)) = server.accept() {
-            let _ = c.write_all(b"hello 0\nhello 1\n");
-            if let Ok((mut d, _)) = server.accept() {
-                let _ = d.write_all(b"again\n");
-            }
-            drop(c);
-        }
-    });
-    let prog = Prog {
-        name: "outside_peer".into(),
-        program: PathBuf::from(env!("CKPT_PROG_OUTSIDE_PEER")),
-        args: vec![port.to_string()],
-        lines: 5,
-    };
-    let s = Session::new("reconnect");
-    let out = s.path("ckpt.out");
-    let mut app = s.launch(&prog, &out);
-    s.wait_lines(&out, 2, Duration::from_secs(30), &mut app);
-    let imgs = s.checkpoint();
-    s.kill_computation(&mut app);
-    let mut cmd = s.restart_command(&imgs);
-    cmd.env("CKPT_RECONNECT", format!("127.0.0.1:{port}"));
-    let mut r = s.spawn_to(cmd, "restart", &s.path("restart.stdout"));
-    s.wait_lines(&out, 5, Duration::from_secs(30), &mut r);
-    let lport: u16 = std::fs::read_to_string(s.dir().join("listen.port"))
-        .expect("listen.port")
-        .trim()
-        .parse()
-        .expect("port number");
-    let mut c = std::net::TcpStream::connect(("127.0.0.1", lport)).expect("listener");
-    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    c.write_all(b"pong\n").unwrap();
-    let mut answer = String::new();
-    BufReader::new(&c).read_line(&mut answer).unwrap();
-    let st = r.wait_exit(Duration::from_secs(30));
-    let err = r.stderr_tail();
-    assert!(st.success(), "{}\n{err}", describe_status(&st));
-    let text = std::fs::read_to_string(&out).unwrap();
-    assert_eq!(
-        text, "connected\ngot hello 0\ngot again\neof\nsend: ok\nserved pong\n",
-        "stderr:\n{err}"
-    );
+    let (err, _) = reconnect_run("reconnect", Reconnect::Env);
     assert!(err.contains("reconnected to 127.0.0.1"), "{err}");
 }
 
