@@ -12,9 +12,13 @@
  * IPv4 connection with their checksums and sends a 4 KiB burst back on the IPv6 one; the
  * server waits 20 ms (the client's bytes sit in its queue), reads and checks them. Both
  * print one line a round, saying also whether every socket still has the local and peer
- * address it had at the start ("names ok"). After ROUNDS rounds the server shuts its
- * connections down; the client prints "client done" at end of file. Exit status 0; any
- * mismatch exits 3. Output: ROUNDS + 1 lines each, identical on every run. */
+ * address it had at the start ("names ok"). The client also makes a third connection, to
+ * another listener of the server, sends 50 lines on it and shuts down its sending side; the
+ * server accepts it only after the last round (so it waits, with its bytes and end of file,
+ * in the listener's queue all along), reads it to its end, prints "server late: ..." and
+ * answers, which the client prints. Then the server shuts its connections down; the client
+ * prints "client done" at end of file. Exit status 0; any mismatch exits 3. Output:
+ * ROUNDS + 2 lines each, identical on every run. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -160,12 +164,15 @@ static int server(const char *dir, int rounds) {
     int l4 = listen_on(AF_INET, &p4);
     if (l4 < 0) die("listen 127.0.0.1");
     int l6 = listen_on(AF_INET6, &p6);
+    int p3 = 0;
+    int l3 = listen_on(AF_INET, &p3);
+    if (l3 < 0) die("listen 127.0.0.1 (late)");
     char path[4096], tmp[4200];
     snprintf(path, sizeof path, "%s/net.port", dir);
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     FILE *f = fopen(tmp, "w");
     if (!f) die("net.port");
-    fprintf(f, "%d %d\n", p4, l6 >= 0 ? p6 : 0);
+    fprintf(f, "%d %d %d\n", p4, l6 >= 0 ? p6 : 0, p3);
     fclose(f);
     if (rename(tmp, path) != 0) die("rename");
     int c4 = accept4(l4, NULL, NULL, SOCK_CLOEXEC);
@@ -206,6 +213,26 @@ static int server(const char *dir, int rounds) {
         fflush(stdout);
         if (!back_ok) return 3;
     }
+    /* The late connection waited in l3's queue the whole run, its request and end of file
+     * sent long ago. */
+    int c3 = accept4(l3, NULL, NULL, SOCK_CLOEXEC);
+    if (c3 < 0) die("accept late");
+    int lines = 0, bytes = 0;
+    for (;;) {
+        ssize_t r = read(c3, b, sizeof b);
+        if (r < 0) {
+            if (errno == EINTR) continue;
+            die("read late");
+        }
+        if (r == 0) break;
+        bytes += (int)r;
+        for (ssize_t i = 0; i < r; i++) lines += b[i] == '\n';
+    }
+    printf("server late: %d lines, %d bytes, eof\n", lines, bytes);
+    char ans[64];
+    int an = snprintf(ans, sizeof ans, "late ok %d\n", lines);
+    write_full(c3, ans, (size_t)an);
+    close(c3);
     shutdown(c4, SHUT_WR);
     if (c6 >= 0) shutdown(c6, SHUT_WR);
     return 0;
@@ -214,11 +241,11 @@ static int server(const char *dir, int rounds) {
 static int client(const char *dir, int rounds) {
     char path[4096];
     snprintf(path, sizeof path, "%s/net.port", dir);
-    int p4 = 0, p6 = 0;
+    int p4 = 0, p6 = 0, p3 = 0;
     for (int i = 0;; i++) {
         FILE *f = fopen(path, "r");
         if (f) {
-            int ok = fscanf(f, "%d %d", &p4, &p6) == 2;
+            int ok = fscanf(f, "%d %d %d", &p4, &p6, &p3) == 3;
             fclose(f);
             if (ok) break;
         }
@@ -230,6 +257,14 @@ static int client(const char *dir, int rounds) {
     }
     int c4 = connect_to(AF_INET, p4);
     int c6 = p6 ? connect_to(AF_INET6, p6) : -1;
+    /* A late request: sent at once, then our end of file; the server accepts it at the end. */
+    int c3 = connect_to(AF_INET, p3);
+    for (int i = 0; i < 50; i++) {
+        char req[32];
+        int n = snprintf(req, sizeof req, "late request %d\n", i);
+        write_full(c3, req, (size_t)n);
+    }
+    if (shutdown(c3, SHUT_WR) != 0) die("shutdown late");
     struct names n4, n6;
     names_of(c4, &n4);
     if (c6 >= 0) names_of(c6, &n6);
@@ -256,6 +291,19 @@ static int client(const char *dir, int rounds) {
         fflush(stdout);
         if (!ok) return 3;
     }
+    char late[64];
+    size_t got = 0;
+    for (;;) {
+        ssize_t r = read(c3, late + got, sizeof late - 1 - got);
+        if (r < 0) {
+            if (errno == EINTR) continue;
+            die("read late answer");
+        }
+        if (r == 0) break;
+        got += (size_t)r;
+    }
+    late[got] = 0;
+    printf("client late answer: %s", late);
     if (read_full(c4, b, 1)) {
         errno = EPROTO;
         die("more bytes than expected");
