@@ -556,6 +556,31 @@ pub fn connect_cross(names: &mut Names, cross: &[End]) -> Result<Vec<(usize, Own
 mod tests {
     use super::*;
 
+    fn v4(ip: [u8; 4], port: u16) -> Vec<u8> {
+        let mut a = (libc::AF_INET as u16).to_ne_bytes().to_vec();
+        a.extend_from_slice(&port.to_be_bytes());
+        a.extend_from_slice(&ip);
+        a.extend_from_slice(&[0; 8]);
+        a
+    }
+
+    /// An end whose IP this host does not have (another host's, after a migration): the
+    /// scratch listener is on every address and published with the IP the coordinator sees.
+    #[test]
+    fn scratch_listener_on_a_host_without_the_old_address() {
+        let (fd, addr) = scratch_listener(&v4([192, 0, 2, 1], 5000), &v4([127, 0, 0, 1], 0))
+            .expect("scratch listener");
+        assert_eq!(&addr[4..8], &[127, 0, 0, 1]);
+        let port = u16::from_be_bytes([addr[2], addr[3]]);
+        assert_ne!(port, 0);
+        std::net::TcpStream::connect(("127.0.0.1", port)).expect("reachable");
+        drop(fd);
+        // This host has the end's IP: the listener is on it.
+        let (_fd, addr) = scratch_listener(&v4([127, 0, 0, 1], 5000), &v4([10, 9, 9, 9], 0))
+            .expect("scratch listener");
+        assert_eq!(&addr[4..8], &[127, 0, 0, 1]);
+    }
+
     #[test]
     fn ends_round_trip() {
         let a = [2u8, 0, 1, 2, 127, 0, 0, 1];
