@@ -145,7 +145,13 @@ pub trait Plugin: Send {
     /// them) and none has recorded anything yet: rearrange kernel state that other processes'
     /// records depend on (e.g. accept the connections waiting in a listener's queue, so both
     /// ends are recorded as a connection). Same rules as `checkpoint`.
-    fn settle(&mut self, _peers: &[PeerInfo], _warnings: &mut Vec<String>) {}
+    fn settle(&mut self, _peers: &[PeerInfo], _notes: &[Vec<u8>], _warnings: &mut Vec<String>) {}
+    /// Asked after [`Plugin::drain`], with [`Plugin::wants_settle`]: bytes this process tells
+    /// the same plugin in every process (given to [`Plugin::settle`] as `notes`, one per
+    /// process, in any order). A non-empty note asks for the settle step too.
+    fn settle_note(&self) -> Vec<u8> {
+        Vec::new()
+    }
     /// User threads are frozen; record what the image needs.
     fn checkpoint(&mut self, ctx: &mut CkptContext) -> Result<(), String>;
     /// Image written (committed or not); user threads are about to run again.

@@ -8,7 +8,8 @@
 //! - [`terminals`]: the terminal the computation runs in (attributes, window size,
 //!   foreground group) and pty pairs the program made.
 //! - [`sockets`]: sockets with the bytes in their receive queues (rebuilt by ckpt-restart);
-//!   [`accept_queue`] keeps connections not accepted yet, with their bytes.
+//!   [`accept_queue`] keeps connections not accepted yet, with their bytes;
+//!   [`tcp_backlog`] takes out the bytes a TCP sender could not push (full window).
 //! - [`shm`]: shared memory mappings shared again between processes after restart.
 //! - [`sysv_ids`]: SysV shared memory ids kept valid across restarts (wrappers).
 //! - [`timerfd`]: timer fds with their clock, interval and remaining time.
@@ -39,6 +40,7 @@ pub mod signalfd;
 pub mod signals;
 pub mod sockets;
 pub mod sysv_ids;
+pub mod tcp_backlog;
 pub mod terminals;
 pub mod timerfd;
 pub mod timers;

@@ -10,8 +10,8 @@
 //! running program finds them on resume and nothing needs refilling after a checkpoint. Every
 //! process is frozen, so nothing moves meanwhile. What a TCP sender still holds in its send
 //! queue (not yet in the receiver's queue: the receiver's window was full) cannot be read
-//! without the receiver consuming; the plugin waits briefly for it to drain and otherwise warns
-//! that those bytes are lost (see docs/sockets.md).
+//! without the receiver consuming: [`crate::tcp_backlog`] has the receiver take it out at
+//! `settle` time and puts it back on resume (see docs/sockets.md, "Backlog").
 //!
 //! Connections waiting in a listener's accept queue are held by no process; so that their
 //! bytes are saved too, the `settle` hook (every process frozen, nothing recorded yet) has
@@ -39,6 +39,10 @@ pub struct Sockets {
     saved: Vec<(u64, SocketObj)>,
     /// Set by `drain`: this process holds a listener (its queue is hidden at `settle`).
     listens: bool,
+    /// Set by `drain`: this process's TCP ends whose bytes could not be pushed.
+    stuck: Vec<crate::tcp_backlog::Stuck>,
+    /// Set by `settle`: what `resume` owes the connections whose bytes were taken out.
+    backlog: Vec<crate::tcp_backlog::Pending>,
 }
 
 // ---- address table -----------------------------------------------------------------------
@@ -461,53 +465,6 @@ fn write_shut(fd: i32, family: i32, unix_shutdown: u8) -> bool {
     matches!(info.first(), Some(4 | 5 | 9 | 11))
 }
 
-/// TCP: bytes in the send queue not sent yet (held back by Nagle's algorithm, cork or the
-/// congestion window: `SIOCOUTQNSD`).
-fn tcp_unsent(fd: i32) -> i32 {
-    const SIOCOUTQNSD: libc::c_ulong = 0x894B;
-    let mut n: libc::c_int = 0;
-    // SAFETY: SIOCOUTQNSD writes an int.
-    if unsafe { libc::ioctl(fd, SIOCOUTQNSD, &mut n) } != 0 {
-        return 0;
-    }
-    n
-}
-
-/// Sends what a TCP socket still holds back: `TCP_NODELAY` pushes pending segments at once;
-/// the program's setting is put back. Waits (up to ~1 s) until nothing is left unsent.
-fn push_tcp(fd: i32, warnings: &mut Vec<String>) {
-    if tcp_unsent(fd) == 0 {
-        return;
-    }
-    let nodelay = getopt_int(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY).unwrap_or(0);
-    let cork = getopt_int(fd, libc::IPPROTO_TCP, libc::TCP_CORK).unwrap_or(0);
-    let set = |name: i32, v: i32| {
-        // SAFETY: setsockopt with an int.
-        unsafe { libc::setsockopt(fd, libc::IPPROTO_TCP, name, (&v as *const i32).cast(), 4) };
-    };
-    if cork != 0 {
-        set(libc::TCP_CORK, 0);
-    }
-    set(libc::TCP_NODELAY, 1);
-    let mut left = tcp_unsent(fd);
-    for _ in 0..200 {
-        if left == 0 {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(5));
-        left = tcp_unsent(fd);
-    }
-    set(libc::TCP_NODELAY, nodelay);
-    if cork != 0 {
-        set(libc::TCP_CORK, cork);
-    }
-    if left > 0 {
-        warnings.push(format!(
-            "fd {fd}: {left} bytes sent on this TCP connection could not be pushed to the peer (its receive window is full?); they are lost at restart"
-        ));
-    }
-}
-
 /// Describes the socket on `fd`; None for kinds this plugin does not restore.
 fn describe(fd: i32, ino: u64, warnings: &mut Vec<String>) -> Result<Option<SocketObj>, String> {
     let family = getopt_int(fd, libc::SOL_SOCKET, libc::SO_DOMAIN).unwrap_or(-1);
@@ -672,6 +629,11 @@ impl Plugin for Sockets {
             };
             let data = if matches!(s.state, SockState::Listening { .. }) {
                 Vec::new()
+            } else if let Some(d) =
+                crate::tcp_backlog::consumed_data(&mut self.backlog, f.fd, f.ino)
+            {
+                // Taken out at settle time (its peer's bytes could not be pushed otherwise).
+                d
             } else if s.stype == libc::SOCK_STREAM {
                 peek_stream(f.fd)?
             } else {
@@ -697,10 +659,11 @@ impl Plugin for Sockets {
         resolve_all();
     }
 
-    fn drain(&mut self, warnings: &mut Vec<String>) {
+    fn drain(&mut self, _warnings: &mut Vec<String>) {
         // The files plugin's listing: raw getdents (opendir would call glibc's malloc with
         // the program's threads frozen).
         self.listens = false;
+        self.stuck.clear();
         for fd in crate::files::list_fds() {
             if !self.listens && crate::accept_queue::listener_kind(fd).is_some() {
                 self.listens = true;
@@ -709,7 +672,7 @@ impl Plugin for Sockets {
                 == Some(libc::IPPROTO_TCP)
                 && getopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE) == Some(libc::SOCK_STREAM);
             if is_tcp {
-                push_tcp(fd, warnings);
+                crate::tcp_backlog::push(fd, &mut self.stuck);
             }
         }
     }
@@ -718,14 +681,33 @@ impl Plugin for Sockets {
         self.listens
     }
 
-    fn settle(&mut self, peers: &[PeerInfo], warnings: &mut Vec<String>) {
+    fn settle_note(&self) -> Vec<u8> {
+        crate::tcp_backlog::note(&self.stuck)
+    }
+
+    fn settle(&mut self, peers: &[PeerInfo], notes: &[Vec<u8>], warnings: &mut Vec<String>) {
         // Every process is frozen, none has recorded its sockets yet: connections waiting in
         // this process's listeners are accepted onto hidden fds (so their bytes are peeked
         // like any connection's), placeholders queued in their place.
         crate::accept_queue::settle(peers, warnings);
+        // TCP bytes a sender could not push (the receiver's window was full): the receiver
+        // takes them out of the connection, so they are saved.
+        let fds = crate::files::list_fds();
+        self.backlog = crate::tcp_backlog::settle(notes, &self.stuck, &fds, warnings);
+    }
+
+    fn resume(&mut self) {
+        for e in crate::tcp_backlog::resume(&mut self.backlog) {
+            let line = format!("ckpt[{}]: {e}\n", std::process::id());
+            // SAFETY: write(2) of our buffer to stderr.
+            unsafe { libc::write(2, line.as_ptr().cast(), line.len()) };
+        }
     }
 
     fn restart(&mut self, ctx: &mut RestartContext) -> Result<(), String> {
+        // What the last checkpoint took out is in the restored sockets' queues already.
+        self.backlog.clear();
+        self.stuck.clear();
         crate::accept_queue::after_restart();
         self.reconnect_outside(ctx);
         // ckpt-restart made the sockets and installed them before the restorer ran; record

@@ -422,16 +422,34 @@ impl Worker {
         };
         // With it, whether this process needs the settle step (a plugin hook that runs once
         // every process is frozen, before any records anything).
-        let wants_settle = threads_held && self.plugins.iter().any(|p| p.wants_settle());
-        let mine = rmp_serde::to_vec(&(&me, wants_settle)).unwrap_or_default();
+        // And each plugin's note for the others (one per plugin, in plugin order).
+        let notes: Vec<Vec<u8>> = if threads_held {
+            self.plugins.iter().map(|p| p.settle_note()).collect()
+        } else {
+            Vec::new()
+        };
+        let wants_settle = threads_held
+            && (self.plugins.iter().any(|p| p.wants_settle())
+                || notes.iter().any(|n| !n.is_empty()));
+        let mine = rmp_serde::to_vec(&(&me, wants_settle, &notes)).unwrap_or_default();
         let settle;
+        // Per plugin: the notes of every process.
+        let mut all_notes: Vec<Vec<Vec<u8>>> = vec![Vec::new(); self.plugins.len()];
         match self.allgather("suspended", Some(mine)) {
             Ok(data) => {
-                let arrivals: Vec<(PeerInfo, bool)> = data
+                type Arrival = (PeerInfo, bool, Vec<Vec<u8>>);
+                let arrivals: Vec<Arrival> = data
                     .iter()
-                    .filter_map(|d| rmp_serde::from_slice::<(PeerInfo, bool)>(&d.data).ok())
+                    .filter_map(|d| rmp_serde::from_slice::<Arrival>(&d.data).ok())
                     .collect();
                 settle = arrivals.iter().any(|a| a.1);
+                for (_, _, n) in &arrivals {
+                    for (i, note) in n.iter().enumerate().take(all_notes.len()) {
+                        if !note.is_empty() {
+                            all_notes[i].push(note.clone());
+                        }
+                    }
+                }
                 self.peers = arrivals.into_iter().map(|a| a.0).collect();
                 if self.peers.is_empty() {
                     self.peers.push(me);
@@ -449,8 +467,8 @@ impl Worker {
         if settle {
             // Every process decided the same from the same arrivals: all of them come here.
             if threads_held {
-                for p in self.plugins.iter_mut() {
-                    p.settle(&self.peers, &mut warnings_early);
+                for (p, notes) in self.plugins.iter_mut().zip(&all_notes) {
+                    p.settle(&self.peers, notes, &mut warnings_early);
                 }
             }
             if let Err(e) = self.barrier("settled") {

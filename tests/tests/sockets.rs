@@ -35,6 +35,28 @@ fn sockets_between_processes() {
     );
 }
 
+/// A fast writer and a slow reader: at every checkpoint the reader's window is full and the
+/// writer's send queue holds megabytes the reader has not received (nothing can read them
+/// back out of the writer). The reader takes them out at checkpoint time and they are put
+/// back on resume or restart (`plugins/src/tcp_backlog.rs`); the reader checks every counter.
+/// Through the tree cycle (checkpoints resumed from, SIGKILL, restart, restart again).
+#[test]
+fn a_slow_readers_backlog_survives() {
+    tree_scenario(
+        Prog {
+            name: "backpressure".into(),
+            program: PathBuf::from(env!("CKPT_PROG_BACKPRESSURE")),
+            args: vec!["48".into()],
+            lines: 49,
+        },
+        TreeSpec {
+            procs: 2..=2,
+            stable: true,
+            ..TreeSpec::default()
+        },
+    );
+}
+
 #[test]
 fn taken_port_is_named_and_the_images_stay_good() {
     let prog = sockets_prog(60);
