@@ -762,17 +762,28 @@ impl State {
         if let Some(c) = self.ckpt.as_mut().filter(|_| !h.restarting) {
             let open = !c.suspend_released && c.decision.is_none();
             let was_participant = inherited.is_some_and(|old| c.participants.remove(&old));
+            // Its old image was committed and it went on at once (resumed and exec'd before
+            // its `Resumed` came): that image belongs to the generation like any other.
+            let committed = was_participant && matches!(c.decision, Some(Ok(())));
             if let Some(old) = inherited {
                 for arrived in c.barriers.values_mut() {
                     arrived.remove(&old);
                 }
-                c.images.remove(&old);
+                if !committed {
+                    c.images.remove(&old);
+                }
                 c.resumed.remove(&old);
                 c.frozen.remove(&old);
             }
             if open {
                 c.participants.insert(id);
                 take_part = Some(c.generation);
+            } else if committed {
+                actions.push(Action::Log(format!(
+                    "vpid {vpid} exec'd right after checkpoint {} was committed; its image stays in the generation",
+                    c.generation
+                )));
+                eval = true;
             } else if was_participant {
                 // Cannot happen with a well-behaved worker (its fork/exec gate is closed
                 // before 'suspend'): treat it as an exit of the old image.

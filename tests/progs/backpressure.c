@@ -1,14 +1,17 @@
 /* A fast writer and a slow reader over TCP (issue 5): the reader's receive window is full and
  * the writer's send queue holds megabytes the reader has not received yet, at any moment.
  *
- * Usage: backpressure MIB   (default 48)
+ * Usage: backpressure MIB [PORT]   (default 48)
  *
  * The parent listens on 127.0.0.1 and forks a child that connects; the parent writes MIB MiB
  * of consecutive 32-bit counters as fast as it can (blocking writes); the child reads 64 KiB
  * every 5 ms and checks every counter, printing "child read N MiB ok" per MiB, or
  * "MISMATCH ..." and exit 3 at the first wrong one (a lost or repeated byte shifts every
  * counter after it). The parent prints the child's exit status. Output: MIB + 1 lines,
- * identical on every run. */
+ * identical on every run.
+ *
+ * With PORT: no child; the counters go to a reader outside the computation listening on
+ * 127.0.0.1:PORT (the test's), and the program prints "writer done" at the end. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -74,20 +77,7 @@ static int reader(const struct sockaddr_in *a, long total) {
     return 0;
 }
 
-int main(int argc, char **argv) {
-    long total = (argc > 1 ? atol(argv[1]) : 48) << 20;
-    setvbuf(stdout, NULL, _IOLBF, 0);
-    int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t alen = sizeof a;
-    if (l < 0 || bind(l, (struct sockaddr *)&a, sizeof a) != 0 || listen(l, 1) != 0 ||
-        getsockname(l, (struct sockaddr *)&a, &alen) != 0)
-        die("listen");
-    pid_t kid = fork();
-    if (kid < 0) die("fork");
-    if (kid == 0) _exit(reader(&a, total));
-    int c = accept4(l, NULL, NULL, SOCK_CLOEXEC);
-    if (c < 0) die("accept");
+static void write_counters(int c, long total) {
     static uint32_t buf[65536];
     uint32_t v = 0;
     for (long sent = 0; sent < total; sent += (long)sizeof buf) {
@@ -102,6 +92,33 @@ int main(int argc, char **argv) {
             off += (size_t)r;
         }
     }
+}
+
+int main(int argc, char **argv) {
+    long total = (argc > 1 ? atol(argv[1]) : 48) << 20;
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    if (argc > 2) {
+        struct sockaddr_in to = {.sin_family = AF_INET,
+                                 .sin_port = htons((uint16_t)atoi(argv[2])),
+                                 .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (c < 0 || connect(c, (struct sockaddr *)&to, sizeof to) != 0) die("connect");
+        write_counters(c, total);
+        printf("writer done\n");
+        return 0;
+    }
+    int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t alen = sizeof a;
+    if (l < 0 || bind(l, (struct sockaddr *)&a, sizeof a) != 0 || listen(l, 1) != 0 ||
+        getsockname(l, (struct sockaddr *)&a, &alen) != 0)
+        die("listen");
+    pid_t kid = fork();
+    if (kid < 0) die("fork");
+    if (kid == 0) _exit(reader(&a, total));
+    int c = accept4(l, NULL, NULL, SOCK_CLOEXEC);
+    if (c < 0) die("accept");
+    write_counters(c, total);
     int st;
     while (waitpid(kid, &st, 0) < 0) {
         if (errno != EINTR) die("waitpid");

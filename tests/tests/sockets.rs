@@ -57,6 +57,88 @@ fn a_slow_readers_backlog_survives() {
     );
 }
 
+/// A fast writer in the computation and a slow reader outside it (the test): the writer's
+/// bytes are stuck at every checkpoint, but nobody in the computation can take them, so the
+/// connection must be left exactly as it was — no frame of the backlog exchange may ever
+/// reach an outside peer. Two checkpoints the writer resumes from; the reader checks every
+/// counter of the whole stream.
+#[test]
+fn a_slow_outside_reader_is_left_alone() {
+    use std::io::Read;
+    const MIB: usize = 32;
+    let server = std::net::TcpListener::bind("127.0.0.1:0").expect("test reader");
+    let port = server.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let progress = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = progress.clone();
+    std::thread::spawn(move || {
+        let verdict = (|| -> Result<usize, String> {
+            let (mut c, _) = server.accept().map_err(|e| e.to_string())?;
+            c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+            let (mut want, mut got, mut part) = (0u32, 0usize, Vec::new());
+            let mut buf = vec![0u8; 65536];
+            while got < MIB << 20 {
+                std::thread::sleep(Duration::from_millis(5));
+                let n = c
+                    .read(&mut buf)
+                    .map_err(|e| format!("read after {got} bytes: {e}"))?;
+                if n == 0 {
+                    return Err(format!("end of file after {got} bytes"));
+                }
+                part.extend_from_slice(&buf[..n]);
+                got += n;
+                seen.store(got, std::sync::atomic::Ordering::Relaxed);
+                let whole = part.len() / 4 * 4;
+                for w in part[..whole].chunks(4) {
+                    let v = u32::from_ne_bytes(w.try_into().unwrap());
+                    if v != want {
+                        return Err(format!("counter {v} where {want} was due"));
+                    }
+                    want += 1;
+                }
+                part.drain(..whole);
+            }
+            Ok(got)
+        })();
+        let _ = tx.send(verdict);
+    });
+    let prog = Prog {
+        name: "backpressure".into(),
+        program: PathBuf::from(env!("CKPT_PROG_BACKPRESSURE")),
+        args: vec![MIB.to_string(), port.to_string()],
+        lines: 1,
+    };
+    let s = Session::new("outside_reader");
+    let out = s.path("ckpt.out");
+    let mut app = s.launch(&prog, &out);
+    // A checkpoint once the reader has 2 MiB, another at 8 MiB (the writer is far ahead).
+    for mib in [2, 8] {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while progress.load(std::sync::atomic::Ordering::Relaxed) < mib << 20 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the reader got {} bytes in 30 s\n{}",
+                progress.load(std::sync::atomic::Ordering::Relaxed),
+                app.stderr_tail()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        s.checkpoint();
+    }
+    let st = app.wait_exit(Duration::from_secs(60));
+    assert!(
+        st.success(),
+        "{}\n{}",
+        describe_status(&st),
+        app.stderr_tail()
+    );
+    let verdict = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the reader thread did not finish");
+    assert_eq!(verdict, Ok(MIB << 20), "the outside reader's stream");
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "writer done\n");
+}
+
 #[test]
 fn taken_port_is_named_and_the_images_stay_good() {
     let prog = sockets_prog(60);

@@ -1727,3 +1727,39 @@ fn a_part_that_dies_fails_the_restart_for_the_others() {
         "restart failed: a `ckpt-restart --part` exited before every process was back"
     );
 }
+
+/// A process whose image was committed resumes and execs before its `Resumed` arrives: its
+/// image stays in the generation (the other images list it among their peers).
+#[test]
+fn exec_right_after_commit_keeps_the_image() {
+    let mut t = T::new();
+    t.join(1, join_hello(10, JoinKind::Fresh, Some(10), None));
+    t.join(2, join_hello(11, JoinKind::Forked, Some(11), Some(10)));
+    t.command(9);
+    t.msg(9, Msg::CmdCheckpoint);
+    for name in ["suspend", "suspended"] {
+        t.barrier(1, name);
+        t.barrier(2, name);
+    }
+    t.image(1, 1, None);
+    t.image(2, 1, None);
+    // vpid 11 resumed and exec'd at once: Exec, disconnect, the new image joins.
+    t.msg(2, Msg::Exec);
+    t.gone(2);
+    t.s.connect(3, t.now);
+    let a = t.msg(3, join_hello(11, JoinKind::Exec, Some(11), None));
+    assert!(
+        logs(&a).iter().any(|l| l.contains("its image stays")),
+        "{:?}",
+        logs(&a)
+    );
+    let a = t.msg(1, Msg::Resumed { generation: 1 });
+    let job = a
+        .iter()
+        .find_map(|a| match a {
+            Action::WriteScript(j) => Some(j.clone()),
+            _ => None,
+        })
+        .expect("WriteScript");
+    assert_eq!(job.images, vec!["/ckpt/img_1", "/ckpt/img_2"]);
+}
