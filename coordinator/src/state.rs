@@ -203,6 +203,22 @@ pub const NAME_MAX_KEY: usize = 1024;
 pub const NAME_MAX_VALUE: usize = 1 << 20;
 pub const NAME_MAX_KEYS: usize = 1 << 16;
 
+impl Checkpoint {
+    /// The committed image of participant `id` (vpid `vpid`), which is gone (exited or
+    /// exec'd right after the commit), stays in the generation; its warnings move to the
+    /// checkpoint's, named by vpid (its connection can no longer name them).
+    fn keep_image_of_gone(&mut self, id: ClientId, vpid: u64) {
+        if let Some(r) = self.images.get_mut(&id) {
+            let moved: Vec<String> = r
+                .warnings
+                .drain(..)
+                .map(|x| format!("vpid {vpid}: {x}"))
+                .collect();
+            self.warnings.extend(moved);
+        }
+    }
+}
+
 /// The whole coordinator state. See the module documentation.
 #[derive(Debug)]
 pub struct State {
@@ -769,7 +785,9 @@ impl State {
                 for arrived in c.barriers.values_mut() {
                     arrived.remove(&old);
                 }
-                if !committed {
+                if committed {
+                    c.keep_image_of_gone(old, vpid);
+                } else {
                     c.images.remove(&old);
                 }
                 c.resumed.remove(&old);
@@ -1740,14 +1758,7 @@ impl State {
         if c.decision == Some(Ok(())) && c.images.get(&id).is_some_and(|r| r.path.is_some()) {
             // Its image is committed: a process that resumed and exited at once (a `sleep`
             // whose time ran out while it was frozen) is in this generation as it was.
-            let r = c.images.get_mut(&id).unwrap();
-            let vpid = w.vpid;
-            let moved: Vec<String> = r
-                .warnings
-                .drain(..)
-                .map(|x| format!("vpid {vpid}: {x}"))
-                .collect();
-            c.warnings.extend(moved);
+            c.keep_image_of_gone(id, w.vpid);
             c.resumed.remove(&id);
             c.frozen.remove(&id);
             for arrived in c.barriers.values_mut() {

@@ -1762,4 +1762,7 @@ fn exec_right_after_commit_keeps_the_image() {
         })
         .expect("WriteScript");
     assert_eq!(job.images, vec!["/ckpt/img_1", "/ckpt/img_2"]);
+    let mut w = job.warnings.clone();
+    w.sort();
+    assert_eq!(w, vec!["vpid 10: warn1", "vpid 11: warn2"]);
 }
