@@ -6,7 +6,7 @@
 //! 1. `drain` (threads frozen, before barrier `suspended`): [`push`] turns Nagle and cork off
 //!    for a moment; an end whose unsent bytes make no progress is *stuck* and goes into this
 //!    process's note for the others, with how many bytes the program has written on it in
-//!    all (`tcpi_bytes_acked` + `SIOCOUTQ`).
+//!    all (`tcpi_bytes_sent` − `tcpi_bytes_retrans` + `SIOCOUTQNSD`).
 //! 2. `settle` (every process frozen, nothing recorded yet; every process's notes known): the
 //!    other end of a stuck connection, if this process holds it, **consumes** its receive
 //!    queue into memory and goes on reading as the window opens, until its
@@ -91,9 +91,12 @@ fn queued(fd: i32) -> usize {
     ioctl_int(fd, libc::FIONREAD) as usize
 }
 
-/// `tcpi_bytes_acked` and `tcpi_bytes_received` (struct tcp_info, offsets 120 and 128).
+/// Bytes the program has written on `fd` in all, and bytes `fd` has received in all (struct
+/// tcp_info). Written = data bytes sent once (`tcpi_bytes_sent` − `tcpi_bytes_retrans`) +
+/// not sent yet (`SIOCOUTQNSD`): `tcpi_bytes_acked` would count the SYN of the side that
+/// connected, one byte too many.
 fn tcp_counts(fd: i32) -> Option<(u64, u64)> {
-    let mut buf = [0u8; 136];
+    let mut buf = [0u8; 216];
     let mut len = buf.len() as libc::socklen_t;
     // SAFETY: getsockopt into our buffer of `len` bytes.
     let r = unsafe {
@@ -105,11 +108,12 @@ fn tcp_counts(fd: i32) -> Option<(u64, u64)> {
             &mut len,
         )
     };
-    if r != 0 || (len as usize) < 136 {
+    if r != 0 || (len as usize) < 216 {
         return None;
     }
     let at = |o: usize| u64::from_ne_bytes(buf[o..o + 8].try_into().unwrap_or([0; 8]));
-    Some((at(120), at(128)))
+    let (received, sent, retrans) = (at(128), at(200), at(208));
+    Some((sent.saturating_sub(retrans) + unsent(fd) as u64, received))
 }
 
 fn set_tcp(fd: i32, name: i32, v: i32) {
@@ -162,12 +166,12 @@ pub fn push(fd: i32, stuck: &mut Vec<Stuck>) {
     let left = wait_zero(fd, unsent, Duration::from_millis(50), until);
     restore(fd, saved);
     if left > 0
-        && let Some((acked, _)) = tcp_counts(fd)
+        && let Some((written, _)) = tcp_counts(fd)
     {
         stuck.push(Stuck {
             local: address(fd, false),
             peer: address(fd, true),
-            written: acked + unacked(fd) as u64,
+            written,
         });
     }
 }

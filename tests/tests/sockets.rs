@@ -57,6 +57,25 @@ fn a_slow_readers_backlog_survives() {
     );
 }
 
+/// The same with the connection stuck both ways (each process writes as fast as it can and
+/// reads slowly): both ends take their bytes out at checkpoint time and swap them back.
+#[test]
+fn a_backlog_both_ways_survives() {
+    tree_scenario(
+        Prog {
+            name: "backpressure".into(),
+            program: PathBuf::from(env!("CKPT_PROG_BACKPRESSURE")),
+            args: vec!["32".into(), "both".into()],
+            lines: 34,
+        },
+        TreeSpec {
+            procs: 2..=2,
+            stable: true,
+            ..TreeSpec::default()
+        },
+    );
+}
+
 /// A fast writer in the computation and a slow reader outside it (the test): the writer's
 /// bytes are stuck at every checkpoint, but nobody in the computation can take them, so the
 /// connection must be left exactly as it was — no frame of the backlog exchange may ever
