@@ -23,16 +23,31 @@ fn sockets_prog(rounds: usize) -> Prog {
     }
 }
 
-#[test]
-fn sockets_between_processes() {
+/// The tree cycle for a program of two processes that live from start to end.
+fn two_process_cycle(prog: Prog) {
     tree_scenario(
-        sockets_prog(80),
+        prog,
         TreeSpec {
             procs: 2..=2,
             stable: true,
             ..TreeSpec::default()
         },
     );
+}
+
+/// `progs/backpressure.c` with `args`, `lines` lines of output.
+fn backpressure(args: &[&str], lines: usize) -> Prog {
+    Prog {
+        name: "backpressure".into(),
+        program: PathBuf::from(env!("CKPT_PROG_BACKPRESSURE")),
+        args: args.iter().map(|a| a.to_string()).collect(),
+        lines,
+    }
+}
+
+#[test]
+fn sockets_between_processes() {
+    two_process_cycle(sockets_prog(80));
 }
 
 /// A fast writer and a slow reader: at every checkpoint the reader's window is full and the
@@ -42,38 +57,14 @@ fn sockets_between_processes() {
 /// Through the tree cycle (checkpoints resumed from, SIGKILL, restart, restart again).
 #[test]
 fn a_slow_readers_backlog_survives() {
-    tree_scenario(
-        Prog {
-            name: "backpressure".into(),
-            program: PathBuf::from(env!("CKPT_PROG_BACKPRESSURE")),
-            args: vec!["48".into()],
-            lines: 49,
-        },
-        TreeSpec {
-            procs: 2..=2,
-            stable: true,
-            ..TreeSpec::default()
-        },
-    );
+    two_process_cycle(backpressure(&["48"], 49));
 }
 
 /// The same with the connection stuck both ways (each process writes as fast as it can and
 /// reads slowly): both ends take their bytes out at checkpoint time and swap them back.
 #[test]
 fn a_backlog_both_ways_survives() {
-    tree_scenario(
-        Prog {
-            name: "backpressure".into(),
-            program: PathBuf::from(env!("CKPT_PROG_BACKPRESSURE")),
-            args: vec!["32".into(), "both".into()],
-            lines: 34,
-        },
-        TreeSpec {
-            procs: 2..=2,
-            stable: true,
-            ..TreeSpec::default()
-        },
-    );
+    two_process_cycle(backpressure(&["32", "both"], 34));
 }
 
 /// A fast writer in the computation and a slow reader outside it (the test): the writer's
@@ -121,12 +112,7 @@ fn a_slow_outside_reader_is_left_alone() {
         })();
         let _ = tx.send(verdict);
     });
-    let prog = Prog {
-        name: "backpressure".into(),
-        program: PathBuf::from(env!("CKPT_PROG_BACKPRESSURE")),
-        args: vec![MIB.to_string(), port.to_string()],
-        lines: 1,
-    };
+    let prog = backpressure(&[&MIB.to_string(), &port.to_string()], 1);
     let s = Session::new("outside_reader");
     let out = s.path("ckpt.out");
     let mut app = s.launch(&prog, &out);

@@ -321,13 +321,7 @@ fn checkpoint_commits_and_writes_script() {
         "answered before every process resumed"
     );
     let a = t.msg(2, Msg::Resumed { generation: 1 });
-    let job = a
-        .iter()
-        .find_map(|a| match a {
-            Action::WriteScript(j) => Some(j.clone()),
-            _ => None,
-        })
-        .expect("WriteScript");
+    let job = script_job(&a).expect("WriteScript");
     assert_eq!(job.images, vec!["/ckpt/img_1", "/ckpt/img_2"]);
     assert_eq!(job.warnings, vec!["vpid 1: warn1", "vpid 2: warn2"]);
     assert_eq!(job.reply_to, Some(9));
@@ -656,13 +650,7 @@ fn periodic_checkpoints() {
     // CmdInterval 0 stops them.
     t.image(1, 1, None);
     let a = t.msg(1, Msg::Resumed { generation: 1 });
-    let job = a
-        .iter()
-        .find_map(|a| match a {
-            Action::WriteScript(j) => Some(j.clone()),
-            _ => None,
-        })
-        .unwrap();
+    let job = script_job(&a).unwrap();
     assert_eq!(job.reply_to, None);
     t.command(9);
     t.msg(9, Msg::CmdInterval { seconds: 0 });
@@ -973,13 +961,7 @@ fn requester_leaving_early_does_not_stop_the_checkpoint() {
     t.gone(9);
     t.image(1, 1, None);
     let a = t.msg(1, Msg::Resumed { generation: 1 });
-    let job = a
-        .iter()
-        .find_map(|a| match a {
-            Action::WriteScript(j) => Some(j.clone()),
-            _ => None,
-        })
-        .expect("still committed");
+    let job = script_job(&a).expect("still committed");
     // Answering a requester that is gone is a no-op for the server.
     let a = t.s.script_written(job, Ok("/ckpt/s.sh".into()));
     assert_eq!(to(&a, 9).len(), 1);
@@ -1754,13 +1736,7 @@ fn exec_right_after_commit_keeps_the_image() {
         logs(&a)
     );
     let a = t.msg(1, Msg::Resumed { generation: 1 });
-    let job = a
-        .iter()
-        .find_map(|a| match a {
-            Action::WriteScript(j) => Some(j.clone()),
-            _ => None,
-        })
-        .expect("WriteScript");
+    let job = script_job(&a).expect("WriteScript");
     assert_eq!(job.images, vec!["/ckpt/img_1", "/ckpt/img_2"]);
     let mut w = job.warnings.clone();
     w.sort();
