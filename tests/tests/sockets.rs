@@ -438,6 +438,28 @@ fn pending_native(s: &Session, prog: &Prog) -> PathBuf {
     out
 }
 
+/// Lets the server of the run under ckpt (`dir`) accept (`go`), waits for `root` to exit
+/// successfully, and compares its output `out` with the native run's.
+fn pending_finish(
+    s: &Session,
+    dir: &std::path::Path,
+    root: &mut ckpt_tests::Proc,
+    native: &std::path::Path,
+    out: &std::path::Path,
+) {
+    std::fs::write(dir.join("go"), b"").unwrap();
+    let st = root.wait_exit(Duration::from_secs(120));
+    assert!(
+        st.success(),
+        "{}: {}\n{}\n{}",
+        root.label(),
+        describe_status(&st),
+        root.stderr_tail(),
+        s.diagnostics()
+    );
+    ckpt_tests::assert_same_output(native, out);
+}
+
 /// Launches `prog` under ckpt in `<scratch>/ckpt-run`; returns (root, run dir, output file)
 /// once every client has sent its messages (the server printed "ready").
 fn pending_launch(s: &Session, prog: &Prog) -> (ckpt_tests::Proc, PathBuf, PathBuf) {
@@ -524,16 +546,7 @@ fn pending_restarts(name: &str, new_pids: bool) {
     let mut r = restart(&imgs, "restart2.stdout");
     s.wait_for_pids(PENDING_PROCS, Duration::from_secs(60));
 
-    std::fs::write(dir.join("go"), b"").unwrap();
-    let st = r.wait_exit(Duration::from_secs(120));
-    assert!(
-        st.success(),
-        "restarted run: {}\n{}\n{}",
-        describe_status(&st),
-        r.stderr_tail(),
-        s.diagnostics()
-    );
-    ckpt_tests::assert_same_output(&native, &out);
+    pending_finish(&s, &dir, &mut r, &native, &out);
 }
 
 /// The same connections through checkpoints the program resumes from (no kill): the
@@ -556,16 +569,7 @@ fn pending_connections_swap_in_on_resume() {
     s.wait_for_pids(PENDING_PROCS, Duration::from_secs(60));
     pending_checkpoint(&s, "checkpoint 3 (of the restarted tree, resumed)");
 
-    std::fs::write(dir.join("go"), b"").unwrap();
-    let st = r.wait_exit(Duration::from_secs(120));
-    assert!(
-        st.success(),
-        "restarted run: {}\n{}\n{}",
-        describe_status(&st),
-        r.stderr_tail(),
-        s.diagnostics()
-    );
-    ckpt_tests::assert_same_output(&native, &out);
+    pending_finish(&s, &dir, &mut r, &native, &out);
 }
 
 /// Resume only, never killed: the first run's own kernel objects all along.
@@ -577,14 +581,5 @@ fn pending_connections_after_a_plain_resume() {
     let (mut app, dir, out) = pending_launch(&s, &prog);
     pending_checkpoint(&s, "checkpoint 1");
     pending_checkpoint(&s, "checkpoint 2");
-    std::fs::write(dir.join("go"), b"").unwrap();
-    let st = app.wait_exit(Duration::from_secs(120));
-    assert!(
-        st.success(),
-        "run: {}\n{}\n{}",
-        describe_status(&st),
-        app.stderr_tail(),
-        s.diagnostics()
-    );
-    ckpt_tests::assert_same_output(&native, &out);
+    pending_finish(&s, &dir, &mut app, &native, &out);
 }

@@ -72,18 +72,24 @@ fn raw_terminal_cycle(name: &str, prog: Prog) {
         "after the second restart (terminal 3) the program saw {:?}, expected {RAW:?}\n{text}",
         after.iter().find(|l| *l != RAW)
     );
-    t3.write(b"\x03");
-    t3.wait_for("the program's SIGINT line", WAIT, |t| {
+    interrupt_and_finish(&t3, &mut r);
+}
+
+/// ^C on `term`: the restarted program prints its SIGINT line and exits, and so does
+/// `ckpt-restart` (`r`), successfully.
+fn interrupt_and_finish(term: &Term, r: &mut ckpt_tests::Proc) {
+    term.write(b"\x03");
+    term.wait_for("the program's SIGINT line", WAIT, |t| {
         t.contains("got SIGINT at step")
     });
     let st = r
         .try_wait_exit(Duration::from_secs(20))
-        .unwrap_or_else(|e| panic!("ckpt-restart did not exit after ^C: {e}\n{}", t3.text()));
+        .unwrap_or_else(|e| panic!("ckpt-restart did not exit after ^C: {e}\n{}", term.text()));
     assert!(
         st.success(),
         "ckpt-restart: {}\n{}",
         describe_status(&st),
-        t3.text()
+        term.text()
     );
 }
 
@@ -151,19 +157,7 @@ fn untouched_terminal_keeps_the_new_terminals_settings() {
         "after restart the program saw {:?}, expected the new terminal's {want2:?}\n{text}",
         after.iter().find(|l| *l != want2)
     );
-    t2.write(b"\x03");
-    t2.wait_for("the program's SIGINT line", WAIT, |t| {
-        t.contains("got SIGINT at step")
-    });
-    let st = r
-        .try_wait_exit(Duration::from_secs(20))
-        .unwrap_or_else(|e| panic!("ckpt-restart did not exit after ^C: {e}\n{}", t2.text()));
-    assert!(
-        st.success(),
-        "ckpt-restart: {}\n{}",
-        describe_status(&st),
-        t2.text()
-    );
+    interrupt_and_finish(&t2, &mut r);
 }
 
 /// A job-control program (parent in the launched group, its child a foreground job in its own
