@@ -189,30 +189,18 @@ fn shared(dev: u64, ino: u64, peers: &[PeerInfo]) -> bool {
     })
 }
 
-/// `ppoll` on one fd (the raw syscall: `poll` here would be our own wrapper) for up to `secs`
-/// seconds; the events that came (0: none, timeout or error).
-fn poll_one(fd: i32, events: i16, secs: i64) -> i16 {
-    let mut pfd = libc::pollfd {
+/// Waits up to `secs` seconds for `events` on `fd`; the events that came (0: none).
+fn poll_one(fd: i32, events: i16, secs: u64) -> i16 {
+    let mut pfd = [libc::pollfd {
         fd,
         events,
         revents: 0,
-    };
-    let ts = libc::timespec {
-        tv_sec: secs,
-        tv_nsec: 0,
-    };
-    // SAFETY: one valid pollfd, a timeout, no signal mask.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_ppoll,
-            &mut pfd,
-            1,
-            &ts,
-            std::ptr::null::<libc::sigset_t>(),
-            0,
-        )
-    };
-    if r == 1 { pfd.revents } else { 0 }
+    }];
+    if crate::api::ppoll(&mut pfd, std::time::Duration::from_secs(secs)) == 1 {
+        pfd[0].revents
+    } else {
+        0
+    }
 }
 
 /// Whether a connection waits in the listener's queue (no wait).

@@ -35,6 +35,26 @@ pub fn real_pid() -> i32 {
     unsafe { libc::syscall(libc::SYS_getpid) as i32 }
 }
 
+/// `ppoll` on `fds` for at most `wait`, with the raw syscall (from plugin code `poll` would be
+/// our own wrapper); the kernel's answer (number of ready fds, 0 on timeout, -1 on error).
+pub fn ppoll(fds: &mut [libc::pollfd], wait: std::time::Duration) -> i64 {
+    let ts = libc::timespec {
+        tv_sec: wait.as_secs() as libc::time_t,
+        tv_nsec: libc::c_long::from(wait.subsec_nanos() as i32),
+    };
+    // SAFETY: the caller's pollfd array and its length, a timeout, no signal mask.
+    unsafe {
+        libc::syscall(
+            libc::SYS_ppoll,
+            fds.as_mut_ptr(),
+            fds.len(),
+            &ts,
+            std::ptr::null::<libc::sigset_t>(),
+            0,
+        )
+    }
+}
+
 pub fn generation() -> u64 {
     GENERATION.load(Ordering::Acquire)
 }

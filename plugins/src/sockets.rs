@@ -200,6 +200,12 @@ fn getopt_raw(fd: i32, level: i32, name: i32, len: usize) -> Option<Vec<u8>> {
     Some(buf)
 }
 
+/// Whether `fd` is a TCP stream socket.
+pub(crate) fn is_tcp(fd: i32) -> bool {
+    getopt_int(fd, libc::SOL_SOCKET, libc::SO_PROTOCOL) == Some(libc::IPPROTO_TCP)
+        && getopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE) == Some(libc::SOCK_STREAM)
+}
+
 pub(crate) fn getopt_int(fd: i32, level: i32, name: i32) -> Option<i32> {
     let b = getopt_raw(fd, level, name, 4)?;
     (b.len() == 4).then(|| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
@@ -668,10 +674,7 @@ impl Plugin for Sockets {
             if !self.listens && crate::accept_queue::listener_kind(fd).is_some() {
                 self.listens = true;
             }
-            let is_tcp = getopt_int(fd, libc::SOL_SOCKET, libc::SO_PROTOCOL)
-                == Some(libc::IPPROTO_TCP)
-                && getopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE) == Some(libc::SOCK_STREAM);
-            if is_tcp {
+            if is_tcp(fd) {
                 crate::tcp_backlog::push(fd, &mut self.stuck);
             }
         }

@@ -32,6 +32,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::api::ppoll;
 use crate::sockets::{address, getopt_int, socket_ino};
 
 /// A connection end whose unsent bytes did not move at `drain` time.
@@ -236,31 +237,6 @@ fn read_now(fd: i32, into: &mut Vec<u8>) -> usize {
     }
 }
 
-/// `ppoll` on `fds` (the raw syscall: `poll` here would be our own wrapper) for at most
-/// `wait`.
-fn ppoll(fds: &mut [libc::pollfd], wait: Duration) {
-    let ts = libc::timespec {
-        tv_sec: wait.as_secs() as libc::time_t,
-        tv_nsec: libc::c_long::from(wait.subsec_nanos() as i32),
-    };
-    // SAFETY: our pollfd array, a timeout, no signal mask.
-    unsafe {
-        libc::syscall(
-            libc::SYS_ppoll,
-            fds.as_mut_ptr(),
-            fds.len(),
-            &ts,
-            std::ptr::null::<libc::sigset_t>(),
-            0,
-        )
-    };
-}
-
-fn is_tcp(fd: i32) -> bool {
-    getopt_int(fd, libc::SOL_SOCKET, libc::SO_PROTOCOL) == Some(libc::IPPROTO_TCP)
-        && getopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE) == Some(libc::SOCK_STREAM)
-}
-
 /// `settle`: this process's ends of the stuck connections of every process (`notes`; `mine`:
 /// this process's own stuck ends). A receiver consumes its queue until the sender's bytes
 /// have all come; a stuck sender pushes meanwhile. Returns what `resume` owes.
@@ -279,7 +255,7 @@ pub fn settle(
     let ends: Vec<(i32, Vec<u8>, Vec<u8>)> = fds
         .iter()
         .copied()
-        .filter(|&fd| is_tcp(fd))
+        .filter(|&fd| crate::sockets::is_tcp(fd))
         .map(|fd| (fd, address(fd, false), address(fd, true)))
         .filter(|(_, _, peer)| !peer.is_empty())
         .collect();
